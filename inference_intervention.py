@@ -1,0 +1,121 @@
+"""Stage 4: generate test responses, with RE-Control editing o_t uphill on the value model at every decoding step.
+
+The paper's command line (GPU, hub access):
+    python inference_intervention.py --model_name llama3_8B --dataset_name shp --use_intervention True \\
+        --lr 1.0 --epochs 30 --value_lr 0.001
+
+The embedded offline default, base and RE-Control:
+    python inference_intervention.py --model_name smollm2_135M --dataset_name demo --use_intervention False
+    python inference_intervention.py --model_name smollm2_135M --dataset_name demo --use_intervention True \\
+        --value_lr 0.0001
+
+--lr is the step size alpha, --epochs the number of updates n (the original's names). Writes
+response/{m}_{d}_{value_lr}_{epochs}_{lr}.json (RE-Control), response/{m}_{d}_base.json (no intervention);
+--prompting True adds the paper's alignment prompt and '_prompting' to the name. Each file has a .meta.json beside
+it with the settings and the wall time.
+"""
+import time
+
+from tqdm.auto import tqdm
+
+from utils import cli
+from utils.data import ALIGNMENT_PROMPT, load_prompts
+from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
+from utils.intervention import ValueIntervention, default_settings
+from utils.io import model_tag, response_path, save_json, value_model_stem, write_sidecar
+from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
+from utils.value_model import load_value_model
+
+
+def parse_args(argv=None):
+    parser = cli.make_parser(__doc__)
+    cli.add_model_args(parser)
+    cli.add_data_args(parser)
+    cli.add_generation_args(parser, batch_size=16, max_new_tokens=128)
+    cli.add_output_args(parser)
+    parser.add_argument("--use_intervention", type=cli.str2bool, default=False,
+                        help="edit hidden states with the value model (True/False)")
+    parser.add_argument("--lr", type=cli.nonnegative_float, default=None,
+                        help="step size alpha of each update (default: the paper's value for the setting, "
+                             "0.5 for smollm2_135M on demo)")
+    parser.add_argument("--epochs", type=cli.nonnegative_int, default=None,
+                        help="number of updates n per decoding step (default: the paper's value for the setting)")
+    parser.add_argument("--value_lr", type=cli.positive_float, default=1e-4,
+                        help="learning rate the value model was trained with: picks "
+                             "trained_model/value_model_{m}_{d}_{value_lr} and names the output")
+    parser.add_argument("--value_model", type=str, default=None,
+                        help="path of a value model (without extension) to use instead of the one --value_lr picks")
+    parser.add_argument("--prompting", type=cli.str2bool, default=False,
+                        help="prepend the paper's alignment prompt ('RE-Control + Prompting', or 'Prompting' "
+                             "without intervention)")
+    parser.add_argument("--split", type=str, default="test", help="data split to answer")
+    parser.add_argument("--use_cache", type=cli.str2bool, default=True, help="use the KV cache while generating")
+    return parser.parse_args(argv)
+
+
+def run_name(args, m):
+    if args.use_intervention:
+        name = f"{m}_{args.dataset_name}_{args.value_lr}_{args.epochs}_{args.lr}"
+    else:
+        name = f"{m}_{args.dataset_name}_base" if not args.prompting else f"{m}_{args.dataset_name}"
+    return name + ("_prompting" if args.prompting else "")
+
+
+def check_value_model(value_model, model, args):
+    config = value_model.config
+    if config["input_dim"] != hidden_size(model):
+        raise cli.UsageError(f"the value model reads {config['input_dim']}-dim states but {args.model_name} has "
+                             f"{hidden_size(model)}; train one on this model's features (train_value_model.py)")
+    trained_on = config.get("llm")
+    if trained_on and trained_on != args.model_name:
+        raise cli.UsageError(f"the value model was trained on {trained_on}'s states, not {args.model_name}'s; "
+                             f"train one for this model or pass the matching --model_name")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.setup(args)
+    default_lr, default_epochs = default_settings(args.model_name, args.dataset_name)
+    args.lr = default_lr if args.lr is None else args.lr
+    args.epochs = default_epochs if args.epochs is None else args.epochs
+    m = model_tag(args.model_name)
+    # ------------------------------------------------------------------------------------------------------ load
+    spec = resolve_model(args.model_name, args.chat_template)
+    value_model = None
+    if args.use_intervention:
+        stem = args.value_model or value_model_stem(args.output_dir, m, args.dataset_name, args.value_lr)
+        value_model = load_value_model(stem.removesuffix(".safetensors").removesuffix(".pth"))
+    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code)
+    prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
+    out = response_path(args.output_dir, run_name(args, m))
+    # ------------------------------------------------------------------------------------------------------ run
+    config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
+    add_special = not spec.chat_template
+    records = [None] * len(prompts)
+    hook = None
+    if value_model is not None:
+        check_value_model(value_model, model, args)
+        hook = ValueIntervention(model, value_model.to(model.device), args.lr, args.epochs)
+    start = time.time()
+    batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, args.batch_size, add_special)
+    for batch in tqdm(batches, desc=f"generating ({'RE-Control' if hook else 'base'})"):
+        prompt_ids, tokens, mask = generate_batch(model, tokenizer, [prompts[i]["prompt"] for i in batch], config,
+                                                  add_special)
+        responses, results = decode_rows(tokenizer, prompt_ids, tokens, mask)
+        for j, i in enumerate(batch):
+            records[i] = {"prompt": prompts[i]["prompt"], "response": responses[j], "results": results[j],
+                          "conversation": prompts[i]["conversation"]}
+    seconds = time.time() - start
+    if hook:
+        hook.remove()
+    # ------------------------------------------------------------------------------------------------------ save
+    save_json(records, out)
+    write_sidecar(out, args, method="RE-Control" if hook else "base", seconds=round(seconds, 3),
+                  num_prompts=len(records), step_size=args.lr if hook else None,
+                  num_updates=args.epochs if hook else None, prompting=args.prompting,
+                  value_model=value_model.config if value_model else None)
+    print(f"{len(records)} responses in {seconds:.1f} s -> {out}")
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)

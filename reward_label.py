@@ -1,0 +1,59 @@
+"""Stage 2: score every stage-1 response with a reward model; the scores are the value model's terminal targets.
+
+The paper's command line (GPU, hub access):
+    python reward_label.py --model_name llama3_8B --dataset_name shp --reward_model openbmb/UltraRM-13b --mode train
+
+The embedded offline default (VADER sentiment of the answer):
+    python reward_label.py --model_name smollm2_135M --dataset_name demo --reward_model vader --mode train
+
+Reads features/{m}_{d}_response_{mode}.json; writes features/{m}_{d}_labels_{mode}.json, a saved float tensor
+(the original's name, despite the extension).
+"""
+import torch
+
+from utils import cli
+from utils.io import features_path, load_json, model_tag, save_tensors, write_sidecar
+from utils.rewards import load_reward_model
+
+
+def parse_args(argv=None):
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--model_name", type=str, default="smollm2_135M",
+                        help="the policy LLM whose stage-1 responses are scored (names the files)")
+    parser.add_argument("--dataset_name", type=str, default="demo", help="data set name used in stage 1")
+    parser.add_argument("--reward_model", type=str, default="vader",
+                        help="'vader' (embedded), openbmb/UltraRM-13b, or any sequence-classification reward model "
+                             "(hub id or folder), e.g. argsearch/llama-7b-rm-float32")
+    parser.add_argument("--mode", type=str, default="train", choices=["train", "test"], help="which split to label")
+    parser.add_argument("--batch_size", type=cli.positive_int, default=32, help="texts per reward-model batch")
+    parser.add_argument("--device", type=str, default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index")
+    parser.add_argument("--dtype", type=str, default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="reward-model dtype; 'auto' = bfloat16 on GPU, float32 on CPU")
+    parser.add_argument("--trust_remote_code", type=cli.str2bool, default=False,
+                        help="allow the reward model's repository to run its own code")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    cli.add_output_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.setup(args)
+    m = model_tag(args.model_name)
+    # ------------------------------------------------------------------------------------------------------ load
+    records = load_json(features_path(args.output_dir, m, args.dataset_name, "response", args.mode),
+                        stage_hint="get_activations_only.py")
+    reward_model = load_reward_model(args.reward_model, args.device, args.dtype, args.batch_size,
+                                     args.trust_remote_code)
+    # ------------------------------------------------------------------------------------------------------ run
+    conversations = [r.get("conversation", r["prompt"]) for r in records]
+    rewards = torch.tensor(reward_model.score(conversations, [r["results"] for r in records]), dtype=torch.float32)
+    # ------------------------------------------------------------------------------------------------------ save
+    out = features_path(args.output_dir, m, args.dataset_name, "labels", args.mode)
+    save_tensors(rewards, out)
+    write_sidecar(out, args, count=len(rewards), mean=rewards.mean().item(), std=rewards.std().item())
+    print(f"{args.mode}: {len(rewards)} rewards, mean {rewards.mean():.4f}, std {rewards.std():.4f} -> {out}")
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)

@@ -1,0 +1,1 @@
+"""Shared code of the RE-Control stage scripts: one module per concern."""

