@@ -9,6 +9,22 @@ from utils.models import find_final_norm
 from utils.value_model import value_and_gradient
 
 
+def edit_states(weights, states, step_size, num_updates, trace=None):
+    """num_updates gradient steps uphill on V from `states`, in the weights' dtype; returned in the states' dtype.
+
+    `trace`, if a list, receives V before each update and after the last one.
+    """
+    edited = states.to(weights[0][0].dtype)
+    for _ in range(num_updates):
+        values, grad = value_and_gradient(weights, edited)
+        edited = edited + step_size * grad
+        if trace is not None:
+            trace.append(values)
+    if trace is not None:
+        trace.append(value_and_gradient(weights, edited)[0])
+    return edited.to(states.dtype)
+
+
 class FinalNormHook:
     """A forward hook on the model's final norm; use as a context manager, or call remove()."""
 
@@ -69,19 +85,12 @@ class ValueIntervention(FinalNormHook):
         return self._weights[key]
 
     def edit(self, states):
-        """The edited states (same dtype as `states`): num_updates gradient steps uphill on V."""
         work_dtype = torch.promote_types(states.dtype, torch.float32)
-        weights = self.weights(work_dtype, states.device)
-        edited = states.to(work_dtype)
-        trace = []
-        for _ in range(self.num_updates):
-            values, grad = value_and_gradient(weights, edited)
-            edited = edited + self.step_size * grad
-            trace.append(values)
-        if self.track_values:
-            trace.append(value_and_gradient(weights, edited)[0])
-            self.value_trace.append(torch.stack(trace) if trace else None)
-        return edited.to(states.dtype)
+        trace = [] if self.track_values else None
+        edited = edit_states(self.weights(work_dtype, states.device), states, self.step_size, self.num_updates, trace)
+        if trace is not None:
+            self.value_trace.append(torch.stack(trace))
+        return edited
 
     @torch.no_grad()
     def _hook(self, module, inputs, output):

@@ -145,13 +145,13 @@ FINAL_NORM_PATHS = (
 )
 
 
-def find_final_norm(model):
+def find_final_norm(model, known_paths=FINAL_NORM_PATHS):
     """The module whose output feeds lm_head.
 
     Known attribute paths first; otherwise the rule: the last normalisation module (class name contains 'Norm')
     of the base model that does not sit inside a repeated block (a numbered child of a ModuleList).
     """
-    for path in FINAL_NORM_PATHS:
+    for path in known_paths:
         try:
             return model.get_submodule(path)
         except AttributeError:
