@@ -89,8 +89,9 @@ def read_records_file(path):
                 data.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise UsageError(f"data file {path} line {number} is neither JSON nor JSON lines ({err.msg})")
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
+    if isinstance(data, dict):  # one record (it has a prompt field), or an object holding the list of records
+        lists = [] if any(field in data for field in PROMPT_FIELDS) else [
+            v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else [data]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UsageError(f"data file {path} must hold JSON objects (one per record)")
