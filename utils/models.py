@@ -35,6 +35,9 @@ MODEL_REGISTRY = {
 
 def resolve_model(model_name, chat_template=None):
     """A registry name, else a hub id or folder with the paper's 'User: ' format."""
+    if model_name not in MODEL_REGISTRY and not os.path.isdir(model_name) and "/" not in model_name:
+        raise UsageError(f"unknown model {model_name!r}: use one of {', '.join(MODEL_REGISTRY)}, "
+                         f"a hub id such as 'org/name', or a local model folder")
     spec = MODEL_REGISTRY.get(model_name) or ModelSpec(model_name, model_name, "User: ", False)
     if chat_template is not None:
         spec = ModelSpec(spec.name, spec.path, spec.begin, chat_template, spec.embedded)

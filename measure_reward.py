@@ -1,0 +1,75 @@
+"""Stage 5: average reward of a run's responses, scored by the same reward backends as stage 2.
+
+The paper's command line (GPU, hub access):
+    python measure_reward.py --out_file llama3_8B_shp_0.001_30_1.0 --model_name llama3_8B --dataset_name shp \\
+        --reward_model openbmb/UltraRM-13b
+
+The embedded offline default, with the paired difference to the base run:
+    python measure_reward.py --out_file smollm2_135M_demo_0.0001_10_0.5 --reward_model vader \\
+        --baseline smollm2_135M_demo_base
+
+Each generation is cut where the model starts the user's next turn ('Human:' / 'User:'), re-joined with its prompt,
+and scored. Writes final_reward/{out_file}.json: average, standard error, count and every reward.
+"""
+import os
+
+from utils import cli
+from utils.io import load_json, response_path, save_json, write_sidecar
+from utils.metrics import cut_at_next_turn, mean_and_se, paired_difference
+from utils.rewards import load_reward_model
+
+
+def parse_args(argv=None):
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--out_file", type=str, required=True, help="run name: scores response/{out_file}.json")
+    parser.add_argument("--model_name", type=str, default="smollm2_135M", help="the policy LLM (for the record)")
+    parser.add_argument("--dataset_name", type=str, default="demo", help="data set name (for the record)")
+    parser.add_argument("--reward_model", type=str, default="vader",
+                        help="'vader', openbmb/UltraRM-13b or a sequence-classification reward model (id or folder)")
+    parser.add_argument("--baseline", type=str, default=None,
+                        help="run name of a baseline already scored here: also report the paired difference")
+    parser.add_argument("--batch_size", type=cli.positive_int, default=32, help="texts per reward-model batch")
+    parser.add_argument("--device", type=str, default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index")
+    parser.add_argument("--dtype", type=str, default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="reward-model dtype; 'auto' = bfloat16 on GPU, float32 on CPU")
+    parser.add_argument("--trust_remote_code", type=cli.str2bool, default=False,
+                        help="allow the reward model's repository to run its own code")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    cli.add_output_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.setup(args)
+    # ------------------------------------------------------------------------------------------------------ load
+    records = load_json(response_path(args.output_dir, args.out_file), stage_hint="inference_intervention.py")
+    baseline = None
+    if args.baseline:
+        baseline = load_json(os.path.join(args.output_dir, "final_reward", f"{args.baseline}.json"),
+                             stage_hint=f"measure_reward.py --out_file {args.baseline}")
+    reward_model = load_reward_model(args.reward_model, args.device, args.dtype, args.batch_size,
+                                     args.trust_remote_code)
+    # ------------------------------------------------------------------------------------------------------ run
+    answers = [cut_at_next_turn(r["results"]) for r in records]
+    rewards = reward_model.score([r.get("conversation", r["prompt"]) for r in records], answers)
+    mean, se = mean_and_se(rewards)
+    result = {"run": args.out_file, "reward_model": args.reward_model, "average_reward": mean,
+              "standard_error": se, "count": len(rewards), "rewards": rewards}
+    print(f"{args.out_file}: average reward {mean:.4f} ± {se:.4f} (n = {len(rewards)}, {args.reward_model})")
+    if baseline is not None:
+        try:
+            diff, diff_se = paired_difference(rewards, baseline["rewards"])
+        except ValueError as err:
+            raise cli.UsageError(f"--baseline {args.baseline}: {err}")
+        result.update(baseline=args.baseline, paired_difference=diff, paired_standard_error=diff_se)
+        print(f"  vs {args.baseline} ({baseline['average_reward']:.4f}): difference {diff:+.4f} ± {diff_se:.4f} "
+              f"(paired SE; {diff / diff_se if diff_se else float('nan'):.2f} SE)")
+    # ------------------------------------------------------------------------------------------------------ save
+    out = os.path.join(args.output_dir, "final_reward", f"{args.out_file}.json")
+    save_json(result, out)
+    write_sidecar(out, args)
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)

@@ -1,0 +1,48 @@
+"""Stage 6: repetition (rep-2/3/4), diversity and response length of a run's responses.
+
+The paper's command line:
+    python metrics.py --run_name llama3_8B_shp_0.001_30_1.0
+
+rep-n = 100 * (1 - unique n-grams / (n-grams + 1)) over nltk word tokens; diversity = prod over n = 2, 3, 4 of
+(1 - rep-n / 100), averaged over responses. Each generation is cut at the user's next turn first.
+Writes evaluations/{run_name}.json with the averages and one row per response.
+(Coherence with SimCSE embeddings is not implemented yet.)
+"""
+import os
+
+from utils import cli
+from utils.io import load_json, response_path, save_json, write_sidecar
+from utils.metrics import cut_at_next_turn, diversity, mean_and_se, rep_n, word_tokenize
+
+
+def parse_args(argv=None):
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--run_name", type=str, required=True, help="run name: evaluates response/{run_name}.json")
+    cli.add_output_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # ------------------------------------------------------------------------------------------------------ load
+    records = load_json(response_path(args.output_dir, args.run_name), stage_hint="inference_intervention.py")
+    # ------------------------------------------------------------------------------------------------------ run
+    rows, tokenizers = [], set()
+    for record in records:
+        tokens, tokenizer = word_tokenize(cut_at_next_turn(record["results"]))
+        tokenizers.add(tokenizer)
+        rows.append({"rep-2": rep_n(tokens, 2), "rep-3": rep_n(tokens, 3), "rep-4": rep_n(tokens, 4),
+                     "diversity": diversity(tokens), "length": len(tokens)})
+    summary = {k: mean_and_se([r[k] for r in rows])[0] for k in rows[0]}
+    summary["diversity_se"] = mean_and_se([r["diversity"] for r in rows])[1]
+    # ------------------------------------------------------------------------------------------------------ save
+    out = os.path.join(args.output_dir, "evaluations", f"{args.run_name}.json")
+    save_json({"run": args.run_name, "tokenizer": sorted(tokenizers), **summary, "rows": rows}, out)
+    write_sidecar(out, args)
+    print(f"{args.run_name}: diversity {summary['diversity']:.3f}, rep-2 {summary['rep-2']:.2f}, "
+          f"rep-3 {summary['rep-3']:.2f}, rep-4 {summary['rep-4']:.2f}, length {summary['length']:.1f} "
+          f"(nltk tokenizer: {', '.join(sorted(tokenizers))}) -> {out}")
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)
