@@ -37,7 +37,7 @@ def parse_args(argv=None):
                         help="edit hidden states with the value model (True/False)")
     parser.add_argument("--lr", type=cli.nonnegative_float, default=None,
                         help="step size alpha of each update (default: the paper's value for the setting, "
-                             "0.5 for smollm2_135M on demo)")
+                             "4.0 for smollm2_135M on demo)")
     parser.add_argument("--epochs", type=cli.nonnegative_int, default=None,
                         help="number of updates n per decoding step (default: the paper's value for the setting)")
     parser.add_argument("--value_lr", type=cli.positive_float, default=1e-4,

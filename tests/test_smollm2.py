@@ -11,6 +11,7 @@ import get_activations_only
 import inference_intervention
 import reward_label
 import train_value_model
+from utils.intervention import PAPER_SETTINGS
 
 M, D = "smollm2_135M", "demo"
 QUESTIONS = {"train": ["How do I make a good cup of coffee?", "Why is the sky blue?",
@@ -65,10 +66,12 @@ def test_smollm2_pipeline(tmp_path):
     inference_intervention.main(llm + ["--use_intervention", "False"])
     inference_intervention.main(llm + ["--use_intervention", "True", "--value_lr", "0.001"])
     base = read_json(os.path.join(out, "response", f"{M}_{D}_base.json"))
-    steered = read_json(os.path.join(out, "response", f"{M}_{D}_0.001_10_0.5.json"))
+    step_size, num_updates = PAPER_SETTINGS[(M, D)]
+    run = f"{M}_{D}_0.001_{num_updates}_{step_size}"
+    steered = read_json(os.path.join(out, "response", f"{run}.json"))
     stage1 = read_json(os.path.join(out, "features", f"{M}_{D}_response_test.json"))
     assert [r["results"] for r in base] == [r["results"] for r in stage1], "both are greedy decoding"
     assert len(steered) == 3 and all(r["results"].strip() for r in steered)
-    meta = read_json(os.path.join(out, "response", f"{M}_{D}_0.001_10_0.5.meta.json"))
-    assert meta["method"] == "RE-Control" and meta["step_size"] == 0.5 and meta["num_updates"] == 10
+    meta = read_json(os.path.join(out, "response", f"{run}.meta.json"))
+    assert meta["method"] == "RE-Control" and meta["step_size"] == step_size and meta["num_updates"] == num_updates
     assert meta["seconds"] > 0
