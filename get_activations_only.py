@@ -27,10 +27,7 @@ from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
 
 def parse_args(argv=None):
     parser = cli.make_parser(__doc__)
-    cli.add_model_args(parser)
-    cli.add_data_args(parser)
-    cli.add_generation_args(parser, batch_size=32, max_new_tokens=128)
-    cli.add_output_args(parser)
+    cli.add_policy_stage_args(parser, batch_size=32, max_new_tokens=128)
     parser.add_argument("--num_samples", type=cli.positive_int, default=1,
                         help="responses per prompt: 1 = greedy; K > 1 = K sampled responses")
     parser.add_argument("--temperature", type=cli.positive_float, default=0.7, help="sampling temperature")

@@ -29,10 +29,7 @@ from utils.value_model import load_value_model
 
 def parse_args(argv=None):
     parser = cli.make_parser(__doc__)
-    cli.add_model_args(parser)
-    cli.add_data_args(parser)
-    cli.add_generation_args(parser, batch_size=16, max_new_tokens=128)
-    cli.add_output_args(parser)
+    cli.add_policy_stage_args(parser, batch_size=16, max_new_tokens=128)
     parser.add_argument("--use_intervention", type=cli.str2bool, default=False,
                         help="edit hidden states with the value model (True/False)")
     parser.add_argument("--lr", type=cli.nonnegative_float, default=None,

@@ -21,18 +21,8 @@ def parse_args(argv=None):
     parser.add_argument("--model_name", type=str, default="smollm2_135M",
                         help="the policy LLM whose stage-1 responses are scored (names the files)")
     parser.add_argument("--dataset_name", type=str, default="demo", help="data set name used in stage 1")
-    parser.add_argument("--reward_model", type=str, default="vader",
-                        help="'vader' (embedded), openbmb/UltraRM-13b, or any sequence-classification reward model "
-                             "(hub id or folder), e.g. argsearch/llama-7b-rm-float32")
     parser.add_argument("--mode", type=str, default="train", choices=["train", "test"], help="which split to label")
-    parser.add_argument("--batch_size", type=cli.positive_int, default=32, help="texts per reward-model batch")
-    parser.add_argument("--device", type=str, default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index")
-    parser.add_argument("--dtype", type=str, default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="reward-model dtype; 'auto' = bfloat16 on GPU, float32 on CPU")
-    parser.add_argument("--trust_remote_code", type=cli.str2bool, default=False,
-                        help="allow the reward model's repository to run its own code")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    cli.add_output_args(parser)
+    cli.add_reward_stage_args(parser)
     return parser.parse_args(argv)
 
 

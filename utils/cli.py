@@ -103,6 +103,31 @@ def add_output_args(parser):
                         help="root folder under which features/, trained_model/, response/ ... are read and written")
 
 
+def add_reward_stage_args(parser):
+    """The flags of every stage that scores texts with a reward model."""
+    add_output_args(parser)
+    group = parser.add_argument_group("reward model")
+    group.add_argument("--reward_model", type=str, default="vader",
+                       help="'vader' (embedded: VADER sentiment of the answer), openbmb/UltraRM-13b, or any "
+                            "sequence-classification reward model (hub id or folder), e.g. argsearch/llama-7b-rm-float32")
+    group.add_argument("--batch_size", type=positive_int, default=32, help="texts per reward-model batch")
+    group.add_argument("--device", type=str, default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index")
+    group.add_argument("--dtype", type=str, default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="reward-model dtype; 'auto' = bfloat16 on GPU, float32 on CPU")
+    group.add_argument("--trust_remote_code", type=str2bool, default=False,
+                       help="allow the reward model's repository to run its own code")
+    group.add_argument("--seed", type=int, default=0, help="random seed")
+    return group
+
+
+def add_policy_stage_args(parser, batch_size, max_new_tokens):
+    """The flags of every stage that generates with the policy LLM."""
+    add_model_args(parser)
+    add_data_args(parser)
+    add_generation_args(parser, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    add_output_args(parser)
+
+
 def set_seed(seed):
     import torch
     random.seed(seed)
