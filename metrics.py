@@ -1,23 +1,32 @@
-"""Stage 6: repetition (rep-2/3/4), diversity and response length of a run's responses.
+"""Stage 6: repetition (rep-2/3/4), diversity, coherence and response length of a run's responses.
 
 The paper's command line:
     python metrics.py --run_name llama3_8B_shp_0.001_30_1.0
 
+Offline (SimCSE's BERT is on the hub; the MiniLM folder from PyPI stands in):
+    python metrics.py --run_name smollm2_135M_demo_base --embedding_model minilm
+
 rep-n = 100 * (1 - unique n-grams / (n-grams + 1)) over nltk word tokens; diversity = prod over n = 2, 3, 4 of
-(1 - rep-n / 100), averaged over responses. Each generation is cut at the user's next turn first.
+(1 - rep-n / 100), averaged over responses. Coherence = cosine similarity of the SimCSE embeddings of each prompt
+and its response, averaged. Each generation is cut at the user's next turn first.
 Writes evaluations/{run_name}.json with the averages and one row per response.
-(Coherence with SimCSE embeddings is not implemented yet.)
 """
 import os
 
 from utils import cli
 from utils.io import load_json, response_path, save_json, write_sidecar
-from utils.metrics import cut_at_next_turn, diversity, mean_and_se, rep_n, word_tokenize
+from utils.metrics import (SIMCSE_MODEL, coherence_scores, cut_at_next_turn, diversity, mean_and_se, prompt_text,
+                           rep_n, word_tokenize)
 
 
 def parse_args(argv=None):
     parser = cli.make_parser(__doc__)
     parser.add_argument("--run_name", type=str, required=True, help="run name: evaluates response/{run_name}.json")
+    parser.add_argument("--embedding_model", type=str, default=SIMCSE_MODEL,
+                        help="sentence encoder for coherence, read through simcse.SimCSE: a hub id, a folder, or "
+                             "'minilm' (the all-MiniLM-L6-v2 folder from PyPI, offline)")
+    parser.add_argument("--device", type=str, default="cpu", help="device of the sentence encoder")
+    parser.add_argument("--batch_size", type=cli.positive_int, default=64, help="texts per encoder batch")
     cli.add_output_args(parser)
     return parser.parse_args(argv)
 
@@ -27,19 +36,23 @@ def main(argv=None):
     # ------------------------------------------------------------------------------------------------------ load
     records = load_json(response_path(args.output_dir, args.run_name), stage_hint="inference_intervention.py")
     # ------------------------------------------------------------------------------------------------------ run
+    answers = [cut_at_next_turn(r["results"]) for r in records]
+    coherence = coherence_scores([prompt_text(r) for r in records], answers, args.embedding_model, args.device,
+                                 args.batch_size)
     rows, tokenizers = [], set()
-    for record in records:
-        tokens, tokenizer = word_tokenize(cut_at_next_turn(record["results"]))
+    for answer, coherent in zip(answers, coherence):
+        tokens, tokenizer = word_tokenize(answer)
         tokenizers.add(tokenizer)
         rows.append({"rep-2": rep_n(tokens, 2), "rep-3": rep_n(tokens, 3), "rep-4": rep_n(tokens, 4),
-                     "diversity": diversity(tokens), "length": len(tokens)})
+                     "diversity": diversity(tokens), "coherence": coherent, "length": len(tokens)})
     summary = {k: mean_and_se([r[k] for r in rows])[0] for k in rows[0]}
     summary["diversity_se"] = mean_and_se([r["diversity"] for r in rows])[1]
     # ------------------------------------------------------------------------------------------------------ save
     out = os.path.join(args.output_dir, "evaluations", f"{args.run_name}.json")
-    save_json({"run": args.run_name, "tokenizer": sorted(tokenizers), **summary, "rows": rows}, out)
+    save_json({"run": args.run_name, "tokenizer": sorted(tokenizers), "embedding_model": args.embedding_model,
+               **summary, "rows": rows}, out)
     write_sidecar(out, args)
-    print(f"{args.run_name}: diversity {summary['diversity']:.3f}, rep-2 {summary['rep-2']:.2f}, "
+    print(f"{args.run_name}: diversity {summary['diversity']:.3f}, coherence {summary['coherence']:.3f}, rep-2 {summary['rep-2']:.2f}, "
           f"rep-3 {summary['rep-3']:.2f}, rep-4 {summary['rep-4']:.2f}, length {summary['length']:.1f} "
           f"(nltk tokenizer: {', '.join(sorted(tokenizers))}) -> {out}")
 

@@ -62,7 +62,7 @@ def run_epoch(model, data, batch_size, device, optimizer=None, detach_target=Tru
     return (totals / len(data)).tolist()
 
 
-def plot_losses(rows, path):
+def plot_losses(rows, path, baseline):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -71,6 +71,7 @@ def plot_losses(rows, path):
     ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
     ax.plot(epochs, [r["test_loss"] for r in rows], label="test")
     ax.plot(epochs, [r["test_terminal"] for r in rows], "--", label="test, terminal part")
+    ax.axhline(baseline, color="gray", linestyle=":", label="terminal part of predicting the mean reward")
     ax.set_xlabel("epoch")
     ax.set_ylabel("Bellman loss per sequence")
     ax.set_yscale("log")
@@ -125,7 +126,7 @@ def main(argv=None):
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    plot_losses(rows, stem + "_loss.png")
+    plot_losses(rows, stem + "_loss.png", baseline)
     print(f"value model -> {stem}.safetensors (test loss {last['test_loss']:.5f}, terminal {last['test_terminal']:.5f}"
           f" vs {baseline:.5f} for the mean)")
 

