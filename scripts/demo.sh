@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The embedded default end to end on CPU, offline: SmolLM2-135M-Instruct steered toward positive answers (VADER).
-# Stages 1-6 on the demo prompts; ends with base vs RE-Control mean reward, paired difference and diversity.
+# Stages 1-7 on the demo prompts; ends with the results table: base vs RE-Control reward (paired difference),
+# diversity, coherence and time. The judge (stage 7) runs only if OPENAI_API_KEY or JUDGE_BASE_URL is set.
 # Outputs go to $OUT (default runs/demo). About 15 minutes on 2 cores, environment set-up included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,15 +21,20 @@ $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode train
 $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode test
 # 3. value model
 $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR --epochs 60
-# 4. base and RE-Control generation (step size and number of updates: the smollm2_135M/demo defaults)
+# 4. base and RE-Control generation: step size (--lr) 4.0 and 10 updates (--epochs), the smollm2_135M/demo defaults
 $PY inference_intervention.py "${COMMON[@]}" --use_intervention False --max_new_tokens $NEW_TOKENS --batch_size 50
-$PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --max_new_tokens $NEW_TOKENS \
-    --batch_size 50
-RUN=$(ls -t "$OUT"/response/smollm2_135M_demo_${VALUE_LR}_*.json | grep -v meta.json | head -1 | xargs basename -s .json)
-# 5-6. reward and diversity
+$PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --lr 4.0 --epochs 10 \
+    --max_new_tokens $NEW_TOKENS --batch_size 50
+RUN=smollm2_135M_demo_${VALUE_LR}_10_4.0
+# 5-6. reward, diversity and coherence (SimCSE's BERT is on the hub: the MiniLM folder from PyPI stands in)
 $PY measure_reward.py "${COMMON[@]}" --out_file smollm2_135M_demo_base
 $PY measure_reward.py "${COMMON[@]}" --out_file "$RUN" --baseline smollm2_135M_demo_base
-$PY metrics.py --output_dir "$OUT" --run_name smollm2_135M_demo_base
-$PY metrics.py --output_dir "$OUT" --run_name "$RUN"
-$PY scripts/demo_summary.py --output_dir "$OUT" --base smollm2_135M_demo_base --run "$RUN" \
-    --value_model "$OUT/trained_model/value_model_smollm2_135M_demo_${VALUE_LR}.json"
+for run in smollm2_135M_demo_base "$RUN"; do
+  $PY metrics.py --output_dir "$OUT" --run_name "$run" --embedding_model minilm
+done
+# 7. the paid judge, only when one is configured (JUDGE_BASE_URL: any OpenAI-compatible server)
+if [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${JUDGE_BASE_URL:-}" ]; then
+  $PY gpt4_eval.py --output_dir "$OUT" --run_name_red "$RUN" --run_name_blue smollm2_135M_demo_base \
+      ${JUDGE_BASE_URL:+--base_url "$JUDGE_BASE_URL"} ${JUDGE_MODEL:+--judge_model "$JUDGE_MODEL"}
+fi
+$PY make_table.py "${COMMON[@]}"

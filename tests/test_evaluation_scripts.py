@@ -129,3 +129,35 @@ def test_metrics_script_golden(tmp_path, tiny_bert_dir):
     assert rep_n(tokens, 3) == pytest.approx(row["rep-3"])
     assert result["coherence"] == pytest.approx(sum(r["coherence"] for r in result["rows"]) / 3)
     assert all(-1 <= r["coherence"] <= 1 for r in result["rows"])
+
+
+def test_make_table_gathers_every_stage(tmp_path, tiny_bert_dir):
+    import csv
+
+    import make_table
+    out = str(tmp_path)
+    steered = [dict(r, results="Wonderful, happy, great news!") for r in RECORDS]
+    write_run(out, "m_d_base", RECORDS)
+    write_run(out, "m_d_0.001_10_4.0", steered)
+    for name, meta in (("m_d_base", {"method": "base", "seconds": 12.5, "prompting": False}),
+                       ("m_d_0.001_10_4.0", {"method": "RE-Control", "seconds": 14.0, "prompting": False,
+                                             "step_size": 4.0, "num_updates": 10,
+                                             "value_model": {"num_layers": 2, "hidden_dim": 8, "test_loss": 0.5,
+                                                             "test_terminal_loss": 0.2,
+                                                             "baseline_terminal_loss": 0.3}})):
+        with open(os.path.join(out, "response", f"{name}.meta.json"), "w") as f:
+            json.dump(meta, f)
+        measure_reward.main(["--out_file", name, "--output_dir", out])
+        metrics.main(["--run_name", name, "--output_dir", out, "--embedding_model", tiny_bert_dir])
+    make_table.main(["--model_name", "m", "--dataset_name", "d", "--output_dir", out])
+    with open(os.path.join(out, "results", "m_d_table.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["m_d_base", "m_d_0.001_10_4.0"]
+    assert rows[1]["method"] == "RE-Control (α=4.0, n=10)" and rows[0]["method"] == "Base"
+    base, run = read(out, "final_reward", "m_d_base"), read(out, "final_reward", "m_d_0.001_10_4.0")
+    assert float(rows[1]["vs base"]) == pytest.approx(run["average_reward"] - base["average_reward"])
+    assert float(rows[0]["diversity"]) == pytest.approx(read(out, "evaluations", "m_d_base")["diversity"])
+    assert float(rows[1]["time (s)"]) == 14.0 and rows[0]["win rate %"] == ""
+    table = open(os.path.join(out, "results", "m_d_table.md")).read()
+    assert "judge was skipped" in table and "test loss 0.5000" in table
+    assert os.path.getsize(os.path.join(out, "results", "m_d_rewards.png")) > 1000

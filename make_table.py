@@ -1,0 +1,140 @@
+"""The results table: one row per run, in the layout of the paper's Table 1.
+
+    python make_table.py --model_name smollm2_135M --dataset_name demo --output_dir runs/demo
+
+Gathers final_reward/ (stage 5), evaluations/ (stage 6), gpt-4-evaluations/ (stage 7) and each run's generation
+time (response/RUN.meta.json) for the runs named {m}_{d}_*. Writes results/{m}_{d}_table.md and .csv, and
+results/{m}_{d}_rewards.png with the runs' reward distributions. The reward difference to the base run is paired
+(same prompts) with its standard error.
+"""
+import csv
+import glob
+import os
+
+from utils import cli
+from utils.io import atomic_path, load_json, model_tag
+from utils.metrics import paired_difference
+
+COLUMNS = ["method", "run", "diversity", "coherence", "average reward", "reward SE", "vs base", "vs base SE",
+           "win rate %", "time (s)"]
+
+
+def parse_args(argv=None):
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--model_name", type=str, default="smollm2_135M", help="the policy LLM of the runs")
+    parser.add_argument("--dataset_name", type=str, default="demo", help="the data set of the runs")
+    parser.add_argument("--base", type=str, default=None, help="base run name (default: {m}_{d}_base)")
+    cli.add_output_args(parser)
+    return parser.parse_args(argv)
+
+
+def optional(path):
+    return load_json(path) if os.path.exists(path) else None
+
+
+def method_name(meta):
+    if not meta:
+        return "?"
+    name = "RE-Control" if meta.get("method") == "RE-Control" else "Base"
+    if meta.get("prompting"):
+        name = "Prompting" if name == "Base" else name + " + Prompting"
+    if meta.get("step_size") is not None:
+        name += f" (α={meta['step_size']}, n={meta['num_updates']})"
+    return name
+
+
+def gather(root, prefix, base_name):
+    runs = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(root, "final_reward", prefix + "*.json"))
+                  if not p.endswith(".meta.json"))
+    if not runs:
+        raise cli.UsageError(f"no scored runs {prefix}* under {root}/final_reward; run measure_reward.py first")
+    base = optional(os.path.join(root, "final_reward", f"{base_name}.json"))
+    rows = []
+    for run in runs:
+        reward = load_json(os.path.join(root, "final_reward", f"{run}.json"))
+        evaluation = optional(os.path.join(root, "evaluations", f"{run}.json")) or {}
+        meta = optional(os.path.join(root, "response", f"{run}.meta.json"))
+        judgments = [load_json(p) for p in glob.glob(os.path.join(root, "gpt-4-evaluations", f"{run}_*.json"))
+                     if not p.endswith(".meta.json")]
+        diff = (None, None)
+        if base and run != base_name and len(base["rewards"]) == len(reward["rewards"]):
+            diff = paired_difference(reward["rewards"], base["rewards"])
+        rows.append({"method": method_name(meta), "run": run, "diversity": evaluation.get("diversity"),
+                     "coherence": evaluation.get("coherence"), "average reward": reward["average_reward"],
+                     "reward SE": reward["standard_error"], "vs base": diff[0], "vs base SE": diff[1],
+                     "win rate %": judgments[0]["win_rate"] if judgments else None,
+                     "time (s)": meta.get("seconds") if meta else None, "rewards": reward["rewards"],
+                     "value model": (meta or {}).get("value_model")})
+    rows.sort(key=lambda r: (r["run"] != base_name, r["run"]))
+    return rows
+
+
+def notes(rows):
+    lines = []
+    if not any(r["win rate %"] is not None for r in rows):
+        lines.append("Win rate: the judge was skipped (set OPENAI_API_KEY or pass --base_url to gpt4_eval.py).")
+    for r in rows:
+        vm = r["value model"]
+        if vm and "test_loss" in vm:
+            lines.append(f"{r['method']}: value model {vm['num_layers']} layers x {vm['hidden_dim']}, test loss "
+                         f"{vm['test_loss']:.4f} (terminal part {vm.get('test_terminal_loss', float('nan')):.4f}; "
+                         f"predicting the mean reward: {vm.get('baseline_terminal_loss', float('nan')):.4f}).")
+    return "\n".join(lines)
+
+
+def markdown(rows, judge_note):
+    def cell(row, key):
+        value = row[key]
+        if value is None:
+            return "skipped" if key == "win rate %" else "—"
+        if key == "average reward":
+            return f"{value:.4f} ± {row['reward SE']:.4f}"
+        if key == "vs base":
+            return f"{value:+.4f} ± {row['vs base SE']:.4f} ({value / row['vs base SE']:.1f} SE)"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+    keys = ["method", "diversity", "coherence", "average reward", "vs base", "win rate %", "time (s)"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r, k) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + ("\n\n" + judge_note if judge_note else "") + "\n"
+
+
+def plot_rewards(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.7 * len(rows)))
+    ax.violinplot([r["rewards"] for r in rows], vert=False, showmeans=True)
+    ax.set_yticks(range(1, len(rows) + 1), [r["method"] for r in rows])
+    ax.set_xlabel("reward")
+    ax.set_title("reward per test prompt")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    prefix = f"{model_tag(args.model_name)}_{args.dataset_name}_"
+    base_name = args.base or prefix + "base"
+    # ------------------------------------------------------------------------------------------------------ load
+    rows = gather(args.output_dir, prefix, base_name)
+    judge_note = notes(rows)
+    # ------------------------------------------------------------------------------------------------------ save
+    stem = os.path.join(args.output_dir, "results", f"{prefix}table")
+    table = markdown(rows, judge_note)
+    with atomic_path(stem + ".md") as tmp:
+        with open(tmp, "w") as f:
+            f.write(table)
+    with atomic_path(stem + ".csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    plot_rewards(rows, os.path.join(args.output_dir, "results", f"{prefix}rewards.png"))
+    print("\n" + table)
+    print(f"-> {stem}.md, {stem}.csv, {os.path.join(args.output_dir, 'results', prefix + 'rewards.png')}")
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)
