@@ -7,7 +7,7 @@ The paper's command line (GPU, hub access):
 The embedded offline default, base and RE-Control:
     python inference_intervention.py --model_name smollm2_135M --dataset_name demo --use_intervention False
     python inference_intervention.py --model_name smollm2_135M --dataset_name demo --use_intervention True \\
-        --value_lr 0.0001
+        --value_lr 0.001 --lr 8.0 --epochs 20
 
 --lr is the step size alpha, --epochs the number of updates n (the original's names). Writes
 response/{m}_{d}_{value_lr}_{epochs}_{lr}.json (RE-Control), response/{m}_{d}_base.json (no intervention);
@@ -34,7 +34,7 @@ def parse_args(argv=None):
                         help="edit hidden states with the value model (True/False)")
     parser.add_argument("--lr", type=cli.nonnegative_float, default=None,
                         help="step size alpha of each update (default: the paper's value for the setting, "
-                             "4.0 for smollm2_135M on demo)")
+                             "8.0 for smollm2_135M on demo)")
     parser.add_argument("--epochs", type=cli.nonnegative_int, default=None,
                         help="number of updates n per decoding step (default: the paper's value for the setting)")
     parser.add_argument("--value_lr", type=cli.positive_float, default=1e-4,

@@ -4,7 +4,7 @@ The paper's command line (GPU):
     python train_value_model.py --model_name llama3_8B --dataset_name shp --lr 0.001
 
 The embedded offline default:
-    python train_value_model.py --model_name smollm2_135M --dataset_name demo --lr 0.0001 --epochs 100
+    python train_value_model.py --model_name smollm2_135M --dataset_name demo --lr 0.001 --epochs 60
 
 Loss per batch of sequences = [sum over consecutive valid steps (V(o_t) - V(o_{t+1}))^2 (target detached)
 + sum over sequences (V(o_T) - r)^2] / batch size, with T the last valid step and r the reward label.

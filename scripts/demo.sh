@@ -11,7 +11,7 @@ PY=.venv/bin/python
 OUT=${OUT:-runs/demo}
 COMMON=(--model_name smollm2_135M --dataset_name demo --output_dir "$OUT")
 NEW_TOKENS=40
-VALUE_LR=0.0001
+VALUE_LR=0.001
 
 # 1. activations: 400 training prompts x 2 sampled responses, the 100 test prompts greedily
 $PY get_activations_only.py "${COMMON[@]}" --splits train --limit 400 --num_samples 2 --max_new_tokens $NEW_TOKENS
@@ -21,11 +21,11 @@ $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode train
 $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode test
 # 3. value model
 $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR --epochs 60
-# 4. base and RE-Control generation: step size (--lr) 4.0 and 10 updates (--epochs), the smollm2_135M/demo defaults
+# 4. base and RE-Control generation: step size (--lr) 8.0 and 20 updates (--epochs), the smollm2_135M/demo defaults
 $PY inference_intervention.py "${COMMON[@]}" --use_intervention False --max_new_tokens $NEW_TOKENS --batch_size 50
-$PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --lr 4.0 --epochs 10 \
+$PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --lr 8.0 --epochs 20 \
     --max_new_tokens $NEW_TOKENS --batch_size 50
-RUN=smollm2_135M_demo_${VALUE_LR}_10_4.0
+RUN=smollm2_135M_demo_${VALUE_LR}_20_8.0
 # 5-6. reward, diversity and coherence (SimCSE's BERT is on the hub: the MiniLM folder from PyPI stands in)
 $PY measure_reward.py "${COMMON[@]}" --out_file smollm2_135M_demo_base
 $PY measure_reward.py "${COMMON[@]}" --out_file "$RUN" --baseline smollm2_135M_demo_base

@@ -105,7 +105,7 @@ PAPER_SETTINGS = {
     ("falcon_7B", "hh_rlhf"): (0.2, 200),
     ("vicuna_7B", "shp"): (1.0, 50),
     ("llama3_8B", "shp"): (1.0, 30),
-    ("smollm2_135M", "demo"): (4.0, 10),  # sweep on the demo set: README
+    ("smollm2_135M", "demo"): (8.0, 20),  # sweep on the demo set: README
 }
 
 
