@@ -103,7 +103,7 @@ def plot_rewards(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.7 * len(rows)))
-    ax.violinplot([r["rewards"] for r in rows], vert=False, showmeans=True)
+    ax.violinplot([r["rewards"] for r in rows], orientation="horizontal", showmeans=True)
     ax.set_yticks(range(1, len(rows) + 1), [r["method"] for r in rows])
     ax.set_xlabel("reward")
     ax.set_title("reward per test prompt")
