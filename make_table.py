@@ -91,6 +91,8 @@ def markdown(rows, judge_note):
             return f"{value:.4f} ± {row['reward SE']:.4f}"
         if key == "vs base":
             return f"{value:+.4f} ± {row['vs base SE']:.4f} ({value / row['vs base SE']:.1f} SE)"
+        if key == "time (s)":
+            return f"{value:.1f}"
         return f"{value:.3f}" if isinstance(value, float) else str(value)
     keys = ["method", "diversity", "coherence", "average reward", "vs base", "win rate %", "time (s)"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
