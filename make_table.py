@@ -12,7 +12,7 @@ import glob
 import os
 
 from utils import cli
-from utils.io import atomic_path, load_json, model_tag
+from utils.io import atomic_path, load_json, model_tag, new_figure, save_figure
 from utils.metrics import paired_difference
 
 COLUMNS = ["method", "run", "diversity", "coherence", "average reward", "reward SE", "vs base", "vs base SE",
@@ -101,18 +101,12 @@ def markdown(rows, judge_note):
 
 
 def plot_rewards(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.7 * len(rows)))
+    fig, ax = new_figure(figsize=(7, 0.9 + 0.7 * len(rows)))
     ax.violinplot([r["rewards"] for r in rows], orientation="horizontal", showmeans=True)
     ax.set_yticks(range(1, len(rows) + 1), [r["method"] for r in rows])
     ax.set_xlabel("reward")
     ax.set_title("reward per test prompt")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

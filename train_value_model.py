@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from utils import cli
 from utils.features import load_sequences
-from utils.io import atomic_path, model_tag, value_model_stem
+from utils.io import atomic_path, model_tag, new_figure, save_figure, value_model_stem
 from utils.value_model import ValueModel, bellman_loss, save_value_model
 
 
@@ -63,10 +63,7 @@ def run_epoch(model, data, batch_size, device, optimizer=None, detach_target=Tru
 
 
 def plot_losses(rows, path, baseline):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
     ax.plot(epochs, [r["test_loss"] for r in rows], label="test")
@@ -77,10 +74,7 @@ def plot_losses(rows, path, baseline):
     ax.set_yscale("log")
     ax.legend()
     ax.set_title("value model training")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

@@ -78,6 +78,22 @@ def save_tensors(obj, path):
         torch.save(obj, tmp)
 
 
+def new_figure(**kwargs):
+    """A matplotlib figure on the file-only backend (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt.subplots(**kwargs)
+
+
+def save_figure(fig, path):
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 def load_json(path, stage_hint=None):
     require(path, stage_hint)
     try:
