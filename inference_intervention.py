@@ -24,7 +24,7 @@ from utils.generation import decode_rows, generate_batch, generation_config, len
 from utils.intervention import ValueIntervention, default_settings
 from utils.io import model_tag, response_path, save_json, value_model_stem, write_sidecar
 from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
-from utils.value_model import load_value_model
+from utils.value_model import check_value_model, load_value_model
 
 
 def parse_args(argv=None):
@@ -58,17 +58,6 @@ def run_name(args, m):
     return name + ("_prompting" if args.prompting else "")
 
 
-def check_value_model(value_model, model, args):
-    config = value_model.config
-    if config["input_dim"] != hidden_size(model):
-        raise cli.UsageError(f"the value model reads {config['input_dim']}-dim states but {args.model_name} has "
-                             f"{hidden_size(model)}; train one on this model's features (train_value_model.py)")
-    trained_on = config.get("llm")
-    if trained_on and trained_on != args.model_name:
-        raise cli.UsageError(f"the value model was trained on {trained_on}'s states, not {args.model_name}'s; "
-                             f"train one for this model or pass the matching --model_name")
-
-
 def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
@@ -91,7 +80,7 @@ def main(argv=None):
     records = [None] * len(prompts)
     hook = None
     if value_model is not None:
-        check_value_model(value_model, model, args)
+        check_value_model(value_model, args.model_name, hidden_size(model))
         hook = ValueIntervention(model, value_model.to(model.device), args.lr, args.epochs)
     start = time.time()
     batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, args.batch_size, add_special)

@@ -118,3 +118,15 @@ def load_value_model(stem):
             linear.bias.copy_(bias)
     model.config = config
     return model.eval()
+
+
+def check_value_model(value_model, model_name, hidden):
+    """Refuse a value model trained on another LLM's states (or on states of another size)."""
+    config = value_model.config
+    if config["input_dim"] != hidden:
+        raise UsageError(f"the value model reads {config['input_dim']}-dim states but {model_name} has {hidden}; "
+                         f"train one on this model's features (train_value_model.py)")
+    trained_on = config.get("llm")
+    if trained_on and trained_on != model_name:
+        raise UsageError(f"the value model was trained on {trained_on}'s states, not {model_name}'s; "
+                         f"train one for this model or pass the matching --model_name")

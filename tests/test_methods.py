@@ -1,0 +1,114 @@
+"""Identities of the comparison methods on a tiny random Llama: each reduces to plain decoding at its zero setting."""
+import pytest
+import torch
+
+from conftest import QUESTIONS, build_model
+from utils.features import SequenceData
+from utils.generation import decode_rows, generate_batch, generation_config
+from utils.methods import (StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction)
+from utils.rewards import VaderReward
+from utils.value_model import ValueModel
+
+PROMPTS = [f"User: {q}\nAssistant:" for q in QUESTIONS[:3]]
+CONVERSATIONS = [f"Human: {q}\n\nAssistant:" for q in QUESTIONS[:3]]
+NEW = 6
+
+
+@pytest.fixture(scope="module")
+def model(tiny_tokenizer):
+    return build_model("llama", tiny_tokenizer)
+
+
+def plain(model, tok, do_sample, seed=0, k=1):
+    torch.manual_seed(seed)
+    config = generation_config(model, tok, NEW, do_sample=do_sample, num_return_sequences=k)
+    return decode_rows(tok, *generate_batch(model, tok, PROMPTS, config))
+
+
+def test_static_re_strength_zero_equals_base_and_nonzero_differs(model, tiny_tokenizer):
+    base = plain(model, tiny_tokenizer, False)
+    direction = torch.nn.functional.normalize(torch.randn(32), dim=0)
+    with StaticIntervention(model, direction, 0.0):
+        assert plain(model, tiny_tokenizer, False) == base
+    with StaticIntervention(model, direction, 50.0):
+        assert plain(model, tiny_tokenizer, False) != base
+
+
+def test_linear_probe_recovers_a_planted_direction():
+    torch.manual_seed(0)
+    truth = torch.nn.functional.normalize(torch.randn(8), dim=0)
+    features = torch.randn(400, 8)
+    lengths = torch.full((100,), 4)
+    labels = (features.view(100, 4, 8) @ truth).mean(1)
+    direction = linear_probe_direction(SequenceData(features, lengths, labels), ridge=1e-4)
+    assert torch.dot(direction, truth) > 0.95
+
+
+def test_best_of_one_equals_sampling(model, tiny_tokenizer):
+    sampled = plain(model, tiny_tokenizer, True, seed=3)
+    torch.manual_seed(3)
+    chosen = best_of_n(model, tiny_tokenizer, PROMPTS, CONVERSATIONS, VaderReward(), 1, max_new_tokens=NEW)
+    assert chosen == sampled
+
+
+def test_best_of_n_keeps_the_highest_reward(model, tiny_tokenizer):
+    vader = VaderReward()
+    torch.manual_seed(4)
+    responses, results = plain(model, tiny_tokenizer, True, seed=4, k=4)
+    torch.manual_seed(4)
+    _, chosen = best_of_n(model, tiny_tokenizer, PROMPTS, CONVERSATIONS, vader, 4, max_new_tokens=NEW)
+    for i, answer in enumerate(chosen):
+        candidates = results[4 * i:4 * i + 4]
+        assert answer in candidates
+        scores = vader.score([""] * 4, candidates, progress=False)
+        assert vader.score([""], [answer], progress=False)[0] == max(scores)
+
+
+def test_args_weight_zero_equals_greedy(model, tiny_tokenizer):
+    greedy = plain(model, tiny_tokenizer, False)
+    assert args_decode(model, tiny_tokenizer, PROMPTS, CONVERSATIONS, VaderReward(), top_k=5, weight=0.0,
+                       max_new_tokens=NEW) == greedy
+
+
+def test_cd_prefix_one_candidate_equals_sampling(model, tiny_tokenizer):
+    sampled = plain(model, tiny_tokenizer, True, seed=5)
+    torch.manual_seed(5)
+    value_model = ValueModel(32, 8, 2)
+    torch.manual_seed(5)
+    assert cd_prefix_decode(model, tiny_tokenizer, PROMPTS, value_model, num_candidates=1, block_size=2,
+                            max_new_tokens=NEW) == sampled
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# decode_methods.py end to end; its outputs are read by stages 5 and 6
+
+from test_scripts import pipeline, qfile, tag  # noqa: E402,F401  (module fixtures: stages 1-3 on the tiny Llama)
+
+
+@pytest.mark.parametrize("method,extra,name", [
+    ("static_re", ["--strength", "2.0"], "static_re_2.0"),
+    ("best_of_n", ["--num_candidates", "2"], "best_of_n_2"),
+    ("args", ["--top_k", "3", "--weight", "1.0"], "args_3_1.0"),
+    ("cd_prefix", ["--num_candidates", "2", "--block_size", "2"], "cd_prefix_2_2"),
+])
+def test_decode_methods_outputs_are_read_by_stages_5_and_6(pipeline, tiny_llama_dir, qfile, method, extra, name):
+    import json
+    import os
+
+    import decode_methods
+    import measure_reward
+    import metrics
+    m = tag(tiny_llama_dir)
+    decode_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--data_file", qfile, "--device",
+                         "cpu", "--max_new_tokens", "4", "--batch_size", "2", "--output_dir", pipeline,
+                         "--method", method, *extra])
+    run = f"{m}_toy_{name}"
+    with open(os.path.join(pipeline, "response", f"{run}.json")) as f:
+        records = json.load(f)
+    assert len(records) == 4 and all(set(r) == {"prompt", "response", "results", "conversation"} for r in records)
+    with open(os.path.join(pipeline, "response", f"{run}.meta.json")) as f:
+        assert json.load(f)["method"] == method
+    measure_reward.main(["--out_file", run, "--output_dir", pipeline])
+    metrics.main(["--run_name", run, "--output_dir", pipeline, "--embedding_model", "minilm"])
+    with open(os.path.join(pipeline, "final_reward", f"{run}.json")) as f:
+        assert json.load(f)["count"] == 4

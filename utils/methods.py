@@ -1,0 +1,133 @@
+"""The paper's comparison methods beside RE-Control: Static RE, Best-of-N, ARGS and controlled decoding with a
+prefix scorer (CD prefix). Each returns generations in the stage-4 record format."""
+import torch
+from tqdm.auto import tqdm
+
+from utils.generation import decode_rows, eos_ids, generate_batch, generation_config, valid_steps
+from utils.intervention import ActivationCapture, FinalNormHook
+from utils.metrics import cut_at_next_turn
+from utils.value_model import value_and_gradient
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Static representation editing: one fixed control vector added at every step
+
+def linear_probe_direction(data, ridge=1e-2):
+    """Unit direction of a ridge regression predicting each sequence's reward from every valid step's o_t."""
+    features = data.features.float()
+    targets = torch.repeat_interleave(data.labels, data.lengths)
+    features = features - features.mean(0)
+    targets = targets - targets.mean()
+    gram = features.T @ features + ridge * features.shape[0] * torch.eye(features.shape[1])
+    weights = torch.linalg.solve(gram, features.T @ targets)
+    return weights / weights.norm()
+
+
+class StaticIntervention(FinalNormHook):
+    """o_t <- o_t + strength * direction at the last position of every forward pass."""
+
+    def __init__(self, model, direction, strength):
+        self.direction = direction
+        self.strength = strength
+        super().__init__(model)
+
+    @torch.no_grad()
+    def _hook(self, module, inputs, output):
+        output = output.clone()
+        last = output[:, -1, :]
+        shift = self.strength * self.direction.to(device=output.device, dtype=torch.float32)
+        output[:, -1, :] = (last.float() + shift).to(output.dtype) if self.strength else last
+        return output
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Best-of-N: sample N responses, keep the one the reward model scores highest
+
+def best_of_n(model, tokenizer, prompts, conversations, reward_model, num_candidates, temperature=0.7, top_p=0.95,
+              top_k=50, max_new_tokens=128, add_special_tokens=True):
+    config = generation_config(model, tokenizer, max_new_tokens, do_sample=True, temperature=temperature,
+                               top_k=top_k, top_p=top_p, num_return_sequences=num_candidates)
+    prompt_ids, tokens, mask = generate_batch(model, tokenizer, prompts, config, add_special_tokens)
+    responses, results = decode_rows(tokenizer, prompt_ids, tokens, mask)
+    scores = reward_model.score([c for c in conversations for _ in range(num_candidates)],
+                                [cut_at_next_turn(r) for r in results], progress=False)
+    best = torch.tensor(scores).view(len(prompts), num_candidates).argmax(1)
+    chosen = [i * num_candidates + int(b) for i, b in enumerate(best)]
+    return [responses[i] for i in chosen], [results[i] for i in chosen]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ARGS (Khanov et al. 2024): at each step, the top-k tokens re-ranked by logit + weight * reward(prefix + token)
+
+@torch.no_grad()
+def args_decode(model, tokenizer, prompts, conversations, reward_model, top_k=10, weight=1.0, max_new_tokens=128,
+                add_special_tokens=True):
+    """Greedy over logit + weight * reward; the reward reads text, so any reward tokenizer works (re-tokenized)."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    input_ids, attention = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
+    eos = torch.tensor(eos_ids(model, tokenizer), device=model.device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+    generated = torch.empty(len(prompts), 0, dtype=torch.long, device=model.device)
+    finished = torch.zeros(len(prompts), dtype=torch.bool, device=model.device)
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1].float()
+        top_logits, top_tokens = logits.topk(top_k, dim=-1)
+        if weight:
+            texts = [tokenizer.decode(torch.cat([generated[b], top_tokens[b, c:c + 1]]), skip_special_tokens=True)
+                     for b in range(len(prompts)) for c in range(top_k)]
+            rewards = reward_model.score([c for c in conversations for _ in range(top_k)],
+                                         [cut_at_next_turn(t) for t in texts], progress=False)
+            top_logits = top_logits + weight * torch.tensor(rewards, device=logits.device).view(-1, top_k)
+        choice = top_tokens.gather(1, top_logits.argmax(1, keepdim=True)).squeeze(1)
+        choice = torch.where(finished, torch.full_like(choice, tokenizer.pad_token_id), choice)
+        generated = torch.cat([generated, choice[:, None]], dim=1)
+        finished |= torch.isin(choice, eos)
+        if finished.all():
+            break
+        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
+        out = model(input_ids=choice[:, None], attention_mask=attention, cache=out.cache,
+                    position_ids=(attention.sum(-1, keepdim=True) - 1), use_cache=True)
+    mask = valid_steps(generated, eos.tolist())
+    prompt_ids = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
+    return decode_rows(tokenizer, prompt_ids, generated.cpu(), mask.cpu())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Controlled decoding with a prefix scorer (Mudgal et al. 2023): block by block, the best of K sampled blocks
+
+@torch.no_grad()
+def cd_prefix_decode(model, tokenizer, prompts, value_model, num_candidates=4, block_size=8, max_new_tokens=128,
+                     temperature=0.7, top_k=50, top_p=0.95, add_special_tokens=True):
+    """Each block: K continuations of block_size tokens; keep the one whose last state the value model rates
+    highest. The prompt text grows by the kept block until max_new_tokens or eos."""
+    eos = eos_ids(model, tokenizer)
+    enc = tokenizer(prompts, add_special_tokens=add_special_tokens)
+    prefixes = [list(ids) for ids in enc["input_ids"]]
+    generated = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    weights = value_model.linear_weights(torch.float32, model.device)
+    with ActivationCapture(model, dtype=torch.float32) as capture:
+        while not all(done) and len(generated[0]) < max_new_tokens:
+            block = min(block_size, max_new_tokens - len(generated[0]))
+            config = generation_config(model, tokenizer, block, do_sample=True, temperature=temperature,
+                                       top_k=top_k, top_p=top_p, num_return_sequences=num_candidates)
+            batch = tokenizer.pad({"input_ids": [p + g for p, g in zip(prefixes, generated)]}, return_tensors="pt")
+            out = model.generate(**{k: v.to(model.device) for k, v in batch.items()}, generation_config=config)
+            tokens = out[:, batch["input_ids"].shape[1]:]
+            last = valid_steps(tokens, eos).sum(1) - 1  # the state that chose each candidate's last real token
+            states = capture.pop()[torch.arange(tokens.shape[0]), last.cpu()]
+            values = value_and_gradient(weights, states)[0].view(len(prompts), num_candidates)
+            best = values.argmax(1)
+            for i in range(len(prompts)):
+                if done[i]:
+                    generated[i] += [tokenizer.pad_token_id] * tokens.shape[1]
+                    continue
+                row = tokens[i * num_candidates + int(best[i])].tolist()
+                generated[i] += row
+                done[i] = any(t in eos for t in row)
+            if tokens.shape[1] < block:  # every candidate ended: nothing left to generate
+                break
+    generated = torch.tensor(generated)
+    mask = valid_steps(generated, eos)
+    return decode_rows(tokenizer, [list(ids) for ids in enc["input_ids"]], generated, mask)
