@@ -32,9 +32,14 @@ def optional(path):
     return load_json(path) if os.path.exists(path) else None
 
 
+COMPARISON_METHODS = {"static_re": "Static RE", "best_of_n": "Best-of-N", "args": "ARGS", "cd_prefix": "CD prefix"}
+
+
 def method_name(meta):
     if not meta:
         return "?"
+    if meta.get("method") in COMPARISON_METHODS:
+        return COMPARISON_METHODS[meta["method"]] + (" + Prompting" if meta.get("prompting") else "")
     name = "RE-Control" if meta.get("method") == "RE-Control" else "Base"
     if meta.get("prompting"):
         name = "Prompting" if name == "Base" else name + " + Prompting"
@@ -43,9 +48,11 @@ def method_name(meta):
     return name
 
 
-def gather(root, prefix, base_name):
-    runs = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(root, "final_reward", prefix + "*.json"))
-                  if not p.endswith(".meta.json"))
+def gather(root, prefix, base_name, runs=None):
+    """One row per scored run named {prefix}* (or per run of `runs`, in that order)."""
+    runs = runs or sorted(os.path.basename(p)[:-5] for p in
+                          glob.glob(os.path.join(root, "final_reward", prefix + "*.json"))
+                          if not p.endswith(".meta.json"))
     if not runs:
         raise cli.UsageError(f"no scored runs {prefix}* under {root}/final_reward; run measure_reward.py first")
     base = optional(os.path.join(root, "final_reward", f"{base_name}.json"))
@@ -65,7 +72,7 @@ def gather(root, prefix, base_name):
                      "win rate %": judgments[0]["win_rate"] if judgments else None,
                      "time (s)": meta.get("seconds") if meta else None, "rewards": reward["rewards"],
                      "value model": (meta or {}).get("value_model")})
-    rows.sort(key=lambda r: (r["run"] != base_name, r["run"]))
+    rows.sort(key=lambda r: (r["run"] != base_name, runs.index(r["run"])))
     return rows
 
 
@@ -82,6 +89,20 @@ def notes(rows):
     return "\n".join(lines)
 
 
+def write_table(rows, stem, note):
+    """stem.md (printed too) and stem.csv."""
+    table = markdown(rows, note)
+    with atomic_path(stem + ".md") as tmp:
+        with open(tmp, "w") as f:
+            f.write(table)
+    with atomic_path(stem + ".csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    print("\n" + table)
+
+
 def markdown(rows, judge_note):
     def cell(row, key):
         value = row[key]
@@ -90,7 +111,8 @@ def markdown(rows, judge_note):
         if key == "average reward":
             return f"{value:.4f} ± {row['reward SE']:.4f}"
         if key == "vs base":
-            return f"{value:+.4f} ± {row['vs base SE']:.4f} ({value / row['vs base SE']:.1f} SE)"
+            se = row["vs base SE"]
+            return f"{value:+.4f} ± {se:.4f}" + (f" ({value / se:.1f} SE)" if se else "")
         if key == "time (s)":
             return f"{value:.1f}"
         return f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -118,17 +140,8 @@ def main(argv=None):
     judge_note = notes(rows)
     # ------------------------------------------------------------------------------------------------------ save
     stem = os.path.join(args.output_dir, "results", f"{prefix}table")
-    table = markdown(rows, judge_note)
-    with atomic_path(stem + ".md") as tmp:
-        with open(tmp, "w") as f:
-            f.write(table)
-    with atomic_path(stem + ".csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+    write_table(rows, stem, judge_note)
     plot_rewards(rows, os.path.join(args.output_dir, "results", f"{prefix}rewards.png"))
-    print("\n" + table)
     print(f"-> {stem}.md, {stem}.csv, {os.path.join(args.output_dir, 'results', prefix + 'rewards.png')}")
 
 

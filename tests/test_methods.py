@@ -112,3 +112,23 @@ def test_decode_methods_outputs_are_read_by_stages_5_and_6(pipeline, tiny_llama_
     metrics.main(["--run_name", run, "--output_dir", pipeline, "--embedding_model", "minilm"])
     with open(os.path.join(pipeline, "final_reward", f"{run}.json")) as f:
         assert json.load(f)["count"] == 4
+
+
+def test_compare_methods_writes_one_row_per_method(pipeline, tiny_llama_dir, qfile):
+    import csv
+    import os
+
+    import compare_methods
+    compare_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--device", "cpu",
+                          "--max_new_tokens", "3", "--batch_size", "2", "--limit", "3", "--num_candidates", "2",
+                          "--top_k", "2", "--block_size", "2", "--output_dir", pipeline, "--lr", "1.0", "--epochs",
+                          "2", "--data_file", qfile])
+    stem = os.path.join(pipeline, "results", f"{tag(tiny_llama_dir)}_toy_comparison")
+    with open(stem + ".csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["Base", "Prompting", "RE-Control (α=1.0, n=2)",
+                                           "RE-Control + Prompting (α=1.0, n=2)", "Static RE", "Best-of-N", "ARGS",
+                                           "CD prefix"]
+    assert all(float(r["time (s)"]) > 0 for r in rows) and rows[0]["vs base"] == ""
+    assert all(r["vs base"] != "" for r in rows[1:])
+    assert os.path.getsize(stem + ".png") > 1000 and os.path.exists(stem + ".md")

@@ -1,0 +1,116 @@
+"""Every test-time method on the same test prompts, scored by stages 5-6 (and 7 when a judge is configured).
+
+    python compare_methods.py --model_name smollm2_135M --dataset_name demo --max_new_tokens 40 --output_dir runs/demo
+
+Needs stages 1-3 first (features, labels and the value model trained with --value_lr). Runs Base, Prompting,
+RE-Control, RE-Control + Prompting, Static RE, Best-of-N, ARGS and CD prefix through inference_intervention.py and
+decode_methods.py, then writes results/{m}_{d}_comparison.md, .csv (method, diversity, coherence, average reward
+and its standard error, paired difference to base, win rate, inference seconds) and .png: average reward against
+inference time, the time-quality frontier.
+"""
+import os
+
+import decode_methods
+import gpt4_eval
+import inference_intervention
+import measure_reward
+import metrics
+from make_table import gather, notes, write_table
+from utils import cli
+from utils.intervention import default_settings
+from utils.io import model_tag, new_figure, save_figure
+
+
+def parse_args(argv=None):
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--model_name", type=str, default="smollm2_135M", help="policy LLM (as in stages 1-4)")
+    parser.add_argument("--dataset_name", type=str, default="demo", help="data set name (as in stages 1-4)")
+    parser.add_argument("--data_file", type=str, default=None, help="local prompts file, as in stages 1 and 4")
+    parser.add_argument("--limit", type=cli.positive_int, default=None, help="use only the first N test prompts")
+    parser.add_argument("--max_new_tokens", type=cli.positive_int, default=128, help="tokens per response")
+    parser.add_argument("--device", type=str, default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of every method")
+    parser.add_argument("--batch_size", type=cli.positive_int, default=50, help="prompts per generation batch")
+    parser.add_argument("--value_lr", type=cli.positive_float, default=1e-3, help="picks the stage-3 value model")
+    parser.add_argument("--lr", type=cli.nonnegative_float, default=None, help="RE-Control step size (default: the "
+                        "setting's)")
+    parser.add_argument("--epochs", type=cli.nonnegative_int, default=None, help="RE-Control number of updates")
+    parser.add_argument("--strength", type=cli.nonnegative_float, default=4.0, help="Static RE vector length")
+    parser.add_argument("--num_candidates", type=cli.positive_int, default=4, help="Best-of-N N and CD prefix K")
+    parser.add_argument("--top_k", type=cli.positive_int, default=10, help="ARGS candidate tokens per step")
+    parser.add_argument("--weight", type=cli.nonnegative_float, default=1.0, help="ARGS reward weight")
+    parser.add_argument("--block_size", type=cli.positive_int, default=8, help="CD prefix block length")
+    parser.add_argument("--reward_model", type=str, default="vader", help="reward model of stages 5, BoN and ARGS")
+    parser.add_argument("--embedding_model", type=str, default="minilm", help="coherence encoder (metrics.py)")
+    parser.add_argument("--judge_base_url", type=str, default=None,
+                        help="OpenAI-compatible judge for stage 7 (also run when OPENAI_API_KEY is set)")
+    cli.add_output_args(parser)
+    return parser.parse_args(argv)
+
+
+def plot_frontier(rows, path):
+    fig, ax = new_figure(figsize=(6.5, 4.5))
+    for row in rows:
+        ax.errorbar(row["time (s)"], row["average reward"], yerr=row["reward SE"], fmt="o", capsize=3)
+        ax.annotate(row["method"], (row["time (s)"], row["average reward"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("inference time (s, log scale)")
+    ax.set_ylabel("average reward (± SE)")
+    ax.set_title("time-quality frontier")
+    save_figure(fig, path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    m = model_tag(args.model_name)
+    step_size, updates = default_settings(args.model_name, args.dataset_name)
+    step_size = step_size if args.lr is None else args.lr
+    updates = updates if args.epochs is None else args.epochs
+    common = ["--model_name", args.model_name, "--dataset_name", args.dataset_name, "--device", args.device,
+              "--seed", str(args.seed), "--max_new_tokens", str(args.max_new_tokens), "--batch_size",
+              str(args.batch_size), "--output_dir", args.output_dir]
+    common += (["--limit", str(args.limit)] if args.limit else []) + (["--data_file", args.data_file] if args.data_file
+                                                                      else [])
+    re_control = ["--use_intervention", "True", "--value_lr", str(args.value_lr), "--lr", str(step_size), "--epochs",
+                  str(updates)]
+    plans = [
+        (inference_intervention, ["--use_intervention", "False"]),
+        (inference_intervention, ["--use_intervention", "False", "--prompting", "True"]),
+        (inference_intervention, re_control),
+        (inference_intervention, re_control + ["--prompting", "True"]),
+        (decode_methods, ["--method", "static_re", "--strength", str(args.strength), "--value_lr", str(args.value_lr)]),
+        (decode_methods, ["--method", "best_of_n", "--num_candidates", str(args.num_candidates), "--reward_model",
+                          args.reward_model]),
+        (decode_methods, ["--method", "args", "--top_k", str(args.top_k), "--weight", str(args.weight),
+                          "--reward_model", args.reward_model]),
+        (decode_methods, ["--method", "cd_prefix", "--num_candidates", str(args.num_candidates), "--block_size",
+                          str(args.block_size), "--value_lr", str(args.value_lr)]),
+    ]
+    # ------------------------------------------------------------------------------------------------------ run
+    runs = []
+    for script, extra in plans:
+        script_args = script.parse_args(common + extra)
+        if script is inference_intervention:
+            script_args.lr, script_args.epochs = step_size, updates
+        runs.append(script.run_name(script_args, m))
+        script.main(common + extra)
+    base = runs[0]
+    judge = args.judge_base_url or os.environ.get("OPENAI_API_KEY")
+    for run in runs:
+        measure_reward.main(["--out_file", run, "--reward_model", args.reward_model, "--output_dir", args.output_dir]
+                            + (["--baseline", base] if run != base else []))
+        metrics.main(["--run_name", run, "--embedding_model", args.embedding_model, "--output_dir", args.output_dir])
+        if judge and run != base:
+            gpt4_eval.main(["--run_name_red", run, "--run_name_blue", base, "--output_dir", args.output_dir]
+                           + (["--base_url", args.judge_base_url] if args.judge_base_url else []))
+    # ------------------------------------------------------------------------------------------------------ save
+    rows = gather(args.output_dir, f"{m}_{args.dataset_name}_", base, runs)
+    stem = os.path.join(args.output_dir, "results", f"{m}_{args.dataset_name}_comparison")
+    write_table(rows, stem, notes(rows))
+    plot_frontier(rows, stem + ".png")
+    print(f"-> {stem}.md, {stem}.csv, {stem}.png")
+
+
+if __name__ == "__main__":
+    cli.main_guard(main)
