@@ -51,9 +51,9 @@ def parse_args(argv=None):
 def plot_frontier(rows, path):
     fig, ax = new_figure(figsize=(6.5, 4.5))
     for row in rows:
-        ax.errorbar(row["time (s)"], row["average reward"], yerr=row["reward SE"], fmt="o", capsize=3)
-        ax.annotate(row["method"], (row["time (s)"], row["average reward"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+        ax.errorbar(row["time (s)"], row["average reward"], yerr=row["reward SE"], fmt="o", capsize=3,
+                    label=row["method"])
+    ax.legend(fontsize=7, loc="best")
     ax.set_xscale("log")
     ax.set_xlabel("inference time (s, log scale)")
     ax.set_ylabel("average reward (± SE)")
