@@ -11,14 +11,10 @@ ARGS re-ranks the top-k tokens at every step by logit + weight x reward(prefix +
 reward model with another tokenizer re-tokenizes it. CD prefix samples K blocks of B tokens and keeps the one whose
 last state the trained value model rates highest. Writes response/{m}_{d}_{method}_{settings}.json and .meta.json.
 """
-import time
-
-from tqdm.auto import tqdm
-
 from utils import cli
 from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.features import load_sequences
-from utils.generation import generate_batch, generation_config, decode_rows, length_sorted_batches
+from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.io import model_tag, response_path, save_json, value_model_stem, write_sidecar
 from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
 from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
@@ -81,29 +77,20 @@ def main(argv=None):
         if args.method == "args" and args.reward_model != "vader":
             print(f"note: ARGS scores text: each prefix is re-tokenized by {args.reward_model}'s tokenizer")
     # ------------------------------------------------------------------------------------------------------ run
-    records = [None] * len(prompts)
-    start = time.time()
-    batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, args.batch_size, add_special)
-    for batch in tqdm(batches, desc=f"generating ({args.method})"):
-        texts = [prompts[i]["prompt"] for i in batch]
-        conversations = [prompts[i]["conversation"] for i in batch]
+    def decode_batch(texts, conversations):
         if args.method == "static_re":
             config = generation_config(model, tokenizer, args.max_new_tokens)
-            responses, results = decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
-        elif args.method == "best_of_n":
-            responses, results = best_of_n(model, tokenizer, texts, conversations, reward_model, args.num_candidates,
-                                           args.temperature, args.top_p, 50, args.max_new_tokens, add_special)
-        elif args.method == "args":
-            responses, results = args_decode(model, tokenizer, texts, conversations, reward_model, args.top_k,
-                                             args.weight, args.max_new_tokens, add_special)
-        else:
-            responses, results = cd_prefix_decode(model, tokenizer, texts, value_model, args.num_candidates,
-                                                  args.block_size, args.max_new_tokens, args.temperature, 50,
-                                                  args.top_p, add_special)
-        for j, i in enumerate(batch):
-            records[i] = {"prompt": prompts[i]["prompt"], "response": responses[j], "results": results[j],
-                          "conversation": prompts[i]["conversation"]}
-    seconds = time.time() - start
+            return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
+        if args.method == "best_of_n":
+            return best_of_n(model, tokenizer, texts, conversations, reward_model, args.num_candidates,
+                             args.temperature, args.top_p, 50, args.max_new_tokens, add_special)
+        if args.method == "args":
+            return args_decode(model, tokenizer, texts, conversations, reward_model, args.top_k, args.weight,
+                               args.max_new_tokens, add_special)
+        return cd_prefix_decode(model, tokenizer, texts, value_model, args.num_candidates, args.block_size,
+                                args.max_new_tokens, args.temperature, 50, args.top_p, add_special)
+    records, seconds = answer_prompts(prompts, tokenizer, args.batch_size, add_special, decode_batch,
+                                      f"generating ({args.method})")
     if hook:
         hook.remove()
     # ------------------------------------------------------------------------------------------------------ save

@@ -14,13 +14,9 @@ response/{m}_{d}_{value_lr}_{epochs}_{lr}.json (RE-Control), response/{m}_{d}_ba
 --prompting True adds the paper's alignment prompt and '_prompting' to the name. Each file has a .meta.json beside
 it with the settings and the wall time.
 """
-import time
-
-from tqdm.auto import tqdm
-
 from utils import cli
 from utils.data import ALIGNMENT_PROMPT, load_prompts
-from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
+from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention, default_settings
 from utils.io import model_tag, response_path, save_json, value_model_stem, write_sidecar
 from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
@@ -77,21 +73,15 @@ def main(argv=None):
     # ------------------------------------------------------------------------------------------------------ run
     config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
     add_special = not spec.chat_template
-    records = [None] * len(prompts)
     hook = None
     if value_model is not None:
         check_value_model(value_model, args.model_name, hidden_size(model))
         hook = ValueIntervention(model, value_model.to(model.device), args.lr, args.epochs)
-    start = time.time()
-    batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, args.batch_size, add_special)
-    for batch in tqdm(batches, desc=f"generating ({'RE-Control' if hook else 'base'})"):
-        prompt_ids, tokens, mask = generate_batch(model, tokenizer, [prompts[i]["prompt"] for i in batch], config,
-                                                  add_special)
-        responses, results = decode_rows(tokenizer, prompt_ids, tokens, mask)
-        for j, i in enumerate(batch):
-            records[i] = {"prompt": prompts[i]["prompt"], "response": responses[j], "results": results[j],
-                          "conversation": prompts[i]["conversation"]}
-    seconds = time.time() - start
+
+    def decode_batch(texts, conversations):
+        return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
+    records, seconds = answer_prompts(prompts, tokenizer, args.batch_size, add_special, decode_batch,
+                                      f"generating ({'RE-Control' if hook else 'base'})")
     if hook:
         hook.remove()
     # ------------------------------------------------------------------------------------------------------ save

@@ -1,5 +1,8 @@
 """Batched generation with left padding: the loop shared by stage 1 (capture) and stage 4 (steered decoding)."""
+import time
+
 import torch
+from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 
@@ -55,3 +58,20 @@ def decode_rows(tokenizer, prompt_ids, tokens, mask):
         results.append(tokenizer.decode(generated, skip_special_tokens=True).strip())
         responses.append(tokenizer.decode(ids + generated, skip_special_tokens=True))
     return responses, results
+
+
+def answer_prompts(prompts, tokenizer, batch_size, add_special_tokens, decode_batch, desc):
+    """decode_batch(texts, conversations) -> (responses, results) over length-sorted batches.
+
+    Returns the stage-4 records in the prompts' order and the seconds spent decoding.
+    """
+    records = [None] * len(prompts)
+    start = time.time()
+    batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, batch_size, add_special_tokens)
+    for batch in tqdm(batches, desc=desc):
+        responses, results = decode_batch([prompts[i]["prompt"] for i in batch],
+                                          [prompts[i]["conversation"] for i in batch])
+        for j, i in enumerate(batch):
+            records[i] = {"prompt": prompts[i]["prompt"], "response": responses[j], "results": results[j],
+                          "conversation": prompts[i]["conversation"]}
+    return records, time.time() - start
