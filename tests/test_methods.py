@@ -112,6 +112,49 @@ def test_decode_methods_outputs_are_read_by_stages_5_and_6(pipeline, tiny_llama_
     metrics.main(["--run_name", run, "--output_dir", pipeline, "--embedding_model", "minilm"])
     with open(os.path.join(pipeline, "final_reward", f"{run}.json")) as f:
         assert json.load(f)["count"] == 4
+    judged = judge_against_base(pipeline, run, f"{m}_toy_base")
+    assert judged["win"] + judged["tie"] + judged["lose"] == 4 and judged["errors"] == 0
+
+
+def judge_against_base(out, red, blue):
+    """Stage 7 on the run, against a local chat-completions server that always answers '6 5'."""
+    import json
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import gpt4_eval
+    import inference_intervention
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "judge",
+                               "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": "6 5\nok"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    if not os.path.exists(os.path.join(out, "response", f"{blue}.json")):
+        args = json.load(open(os.path.join(out, "response", f"{red}.meta.json")))["args"]
+        inference_intervention.main(["--model_name", args["model_name"], "--dataset_name", "toy", "--data_file",
+                                     args["data_file"], "--device", "cpu", "--max_new_tokens", "4",
+                                     "--output_dir", out])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gpt4_eval.main(["--run_name_red", red, "--run_name_blue", blue, "--output_dir", out, "--base_url",
+                        f"http://127.0.0.1:{server.server_address[1]}/v1", "--retry_delay", "0"])
+    finally:
+        server.shutdown()
+    with open(os.path.join(out, "gpt-4-evaluations", f"{red}_{blue}.json")) as f:
+        return json.load(f)
 
 
 def test_compare_methods_writes_one_row_per_method(pipeline, tiny_llama_dir, qfile):
