@@ -1,4 +1,4 @@
-"""Batched generation with left padding: the loop shared by stage 1 (capture) and stage 4 (steered decoding)."""
+"""Batched generation with left padding: the loops shared by stage 1 (capture), stage 4 and the comparison methods."""
 import time
 
 import torch
@@ -40,7 +40,7 @@ def length_sorted_batches(prompts, tokenizer, batch_size, add_special_tokens):
 def generate_batch(model, tokenizer, prompts, config, add_special_tokens=True):
     """Left-padded generation; returns (prompt ids without padding per row, generated tokens [B*K, T], valid mask)."""
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-    enc = {k: v.to(model.device) for k, v in enc.items()}
+    enc = {k: enc[k].to(model.device) for k in ("input_ids", "attention_mask")}  # no token_type_ids (Falcon)
     out = model.generate(**enc, generation_config=config)
     prompt_len = enc["input_ids"].shape[1]
     tokens = out[:, prompt_len:]
