@@ -1,6 +1,5 @@
 """Argument parsing shared by the stage scripts, and the one-line error exit."""
 import argparse
-import os
 import random
 import sys
 
@@ -153,7 +152,3 @@ def main_guard(main):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-
-
-def env_flag(name):
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")

@@ -1,7 +1,6 @@
 """The paper's comparison methods beside RE-Control: Static RE, Best-of-N, ARGS and controlled decoding with a
 prefix scorer (CD prefix). Each returns generations in the stage-4 record format."""
 import torch
-from tqdm.auto import tqdm
 
 from utils.generation import decode_rows, eos_ids, generate_batch, generation_config, valid_steps
 from utils.intervention import ActivationCapture, FinalNormHook
@@ -34,9 +33,9 @@ class StaticIntervention(FinalNormHook):
     @torch.no_grad()
     def _hook(self, module, inputs, output):
         output = output.clone()
-        last = output[:, -1, :]
-        shift = self.strength * self.direction.to(device=output.device, dtype=torch.float32)
-        output[:, -1, :] = (last.float() + shift).to(output.dtype) if self.strength else last
+        work_dtype = torch.promote_types(output.dtype, torch.float32)  # as in the RE-Control edit
+        shift = self.strength * self.direction.to(device=output.device, dtype=work_dtype)
+        output[:, -1, :] = (output[:, -1, :].to(work_dtype) + shift).to(output.dtype)
         return output
 
 

@@ -6,7 +6,6 @@ import shutil
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from utils.cli import UsageError
 
@@ -18,11 +17,6 @@ class ModelSpec:
     begin: str           # the user-turn prefix of the paper's prompt format
     chat_template: bool  # format prompts with the tokenizer's chat template instead
     embedded: bool = False
-
-    @property
-    def turn_marker(self):
-        """The start of the next user turn: generations are cut there before scoring."""
-        return self.begin.strip()
 
 
 MODEL_REGISTRY = {
@@ -171,7 +165,3 @@ def find_final_norm(model, known_paths=FINAL_NORM_PATHS):
 
 def hidden_size(model):
     return model.get_output_embeddings().weight.shape[1]
-
-
-def count_parameters(module: nn.Module):
-    return sum(p.numel() for p in module.parameters())
