@@ -150,7 +150,9 @@ def test_value_rises_over_the_updates(arch_model, tiny_tokenizer):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("num_layers", [2, 3])
-def test_closed_form_edit_equals_sgd(dtype, num_layers):
+@pytest.mark.parametrize("step_size,num_updates", [(0.3, 15), (0.5, 30)])
+def test_closed_form_edit_equals_sgd(dtype, num_layers, step_size, num_updates):
+    """The factored edit (steps in the first layer's pre-activation space) equals torch.optim.SGD on -V."""
     torch.manual_seed(0)
     value_model = ValueModel(24, 32, num_layers).to(dtype)
     states = torch.randn(5, 24, dtype=dtype)
@@ -160,7 +162,8 @@ def test_closed_form_edit_equals_sgd(dtype, num_layers):
     value_model(x).sum().backward()
     torch.testing.assert_close(grad, x.grad)
     torch.testing.assert_close(values, value_model(states).detach())
-    torch.testing.assert_close(edit_states(weights, states, 0.3, 15), sgd_reference(value_model, states, 0.3, 15))
+    torch.testing.assert_close(edit_states(weights, states, step_size, num_updates),
+                               sgd_reference(value_model, states, step_size, num_updates))
 
 
 def test_half_precision_edit_runs_in_float32():

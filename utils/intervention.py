@@ -6,23 +6,31 @@ token being chosen. Only the last position is read or edited; it is the only one
 import torch
 
 from utils.models import find_final_norm
-from utils.value_model import value_and_gradient
+from utils.value_model import value_and_first_delta
 
 
-def edit_states(weights, states, step_size, num_updates, trace=None):
+def edit_states(weights, states, step_size, num_updates, trace=None, gram=None):
     """num_updates gradient steps uphill on V from `states`, in the weights' dtype; returned in the states' dtype.
 
+    The steps run in the first layer's pre-activation space. With delta_k = dV/d(pre) at step k, the gradient is
+    delta_k W1, so x_{k+1} = x_k + a delta_k W1 moves pre by a delta_k (W1 W1^T), and x_n = x_0 + a (sum delta_k) W1:
+    one h x h product per update instead of a d x h forward and an h x d backward. `gram` = W1 W1^T, if precomputed.
     `trace`, if a list, receives V before each update and after the last one.
     """
-    edited = states.to(weights[0][0].dtype)
+    first_weight, first_bias = weights[0]
+    start = states.to(first_weight.dtype)
+    gram = first_weight @ first_weight.t() if gram is None else gram
+    pre = torch.addmm(first_bias, start, first_weight.t())
+    total = torch.zeros_like(pre)
     for _ in range(num_updates):
-        values, grad = value_and_gradient(weights, edited)
-        edited = edited + step_size * grad
+        values, delta = value_and_first_delta(weights, pre)
+        pre = torch.addmm(pre, delta, gram, alpha=step_size)
+        total += delta
         if trace is not None:
             trace.append(values)
     if trace is not None:
-        trace.append(value_and_gradient(weights, edited)[0])
-    return edited.to(states.dtype)
+        trace.append(value_and_first_delta(weights, pre)[0])
+    return torch.addmm(start, total, first_weight, alpha=step_size).to(states.dtype)
 
 
 class FinalNormHook:
@@ -81,13 +89,15 @@ class ValueIntervention(FinalNormHook):
     def weights(self, dtype, device):
         key = (dtype, device)
         if key not in self._weights:
-            self._weights[key] = self.value_model.linear_weights(dtype, device)
+            weights = self.value_model.linear_weights(dtype, device)
+            self._weights[key] = weights, weights[0][0] @ weights[0][0].t()
         return self._weights[key]
 
     def edit(self, states):
         work_dtype = torch.promote_types(states.dtype, torch.float32)
         trace = [] if self.track_values else None
-        edited = edit_states(self.weights(work_dtype, states.device), states, self.step_size, self.num_updates, trace)
+        weights, gram = self.weights(work_dtype, states.device)
+        edited = edit_states(weights, states, self.step_size, self.num_updates, trace, gram)
         if trace is not None:
             self.value_trace.append(torch.stack(trace))
         return edited

@@ -36,20 +36,26 @@ class ValueModel(nn.Module):
                 for m in self.net if isinstance(m, nn.Linear)]
 
 
-def value_and_gradient(weights, states):
-    """V(states) and dV/dstates for a ReLU MLP, in closed form (no autograd graph): one forward, one backward."""
-    pre_activations = []
-    activation = states
-    for weight, bias in weights[:-1]:
-        pre = torch.addmm(bias, activation, weight.t())
-        pre_activations.append(pre)
-        activation = torch.relu(pre)
+def value_and_first_delta(weights, pre):
+    """V and dV/d(pre) from the first layer's pre-activation `pre` = states W1^T + b1 (weights: all the layers)."""
+    pre_activations = [pre]
+    activation = torch.relu(pre)
+    for weight, bias in weights[1:-1]:
+        pre_activations.append(torch.addmm(bias, activation, weight.t()))
+        activation = torch.relu(pre_activations[-1])
     out_weight, out_bias = weights[-1]
     values = torch.addmm(out_bias, activation, out_weight.t()).squeeze(-1)
-    grad = out_weight.expand(states.shape[0], -1)
-    for (weight, _), pre in zip(reversed(weights[:-1]), reversed(pre_activations)):
-        grad = (grad * (pre > 0)) @ weight
-    return values, grad
+    delta = out_weight.expand(pre.shape[0], -1)
+    for (weight, _), later in zip(reversed(weights[1:-1]), reversed(pre_activations[1:])):
+        delta = (delta * (later > 0)) @ weight
+    return values, delta * (pre > 0)
+
+
+def value_and_gradient(weights, states):
+    """V(states) and dV/dstates for a ReLU MLP, in closed form (no autograd graph): one forward, one backward."""
+    first_weight, first_bias = weights[0]
+    values, delta = value_and_first_delta(weights, torch.addmm(first_bias, states, first_weight.t()))
+    return values, delta @ first_weight
 
 
 # ----------------------------------------------------------------------------------------------------------------------
