@@ -7,22 +7,27 @@ The embedded offline default (CPU):
     python get_activations_only.py --model_name smollm2_135M --dataset_name demo --max_new_tokens 48
 
 Writes, for each split:
-    features/{m}_{d}_token_wise_activations_{split}.pth  valid steps' o_t, back to back ([sum of valid steps, d])
+    features/{m}_{d}_token_wise_activations_{split}.safetensors  valid steps' o_t, back to back, float16
+                                                         ([sum of valid steps, d]; the original: padded .pth)
     features/{m}_{d}_mask_{split}.pth                    [responses, max_new_tokens] bool: valid steps
     features/{m}_{d}_response_{split}.json               [{prompt, response, results, conversation}, ...]
+Each batch is saved as it finishes (features/..._response_{split}.json.parts/): after a crash, the same command
+resumes. Under `accelerate launch --num_processes P` the batches are shared between P processes; the files are the
+same as with one.
 Step 0 is the state after the prompt (it chooses the first token); a step is valid until the one that chose eos.
 """
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from utils import cli
 from utils.data import load_prompts
+from utils.features import write_rows
 from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
 from utils.intervention import ActivationCapture
-from utils.io import features_path, model_tag, save_json, save_tensors, write_sidecar
+from utils.io import features_path, model_tag, run_settings, save_json, save_tensors, write_sidecar
 from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
+from utils.runs import BatchRun, refuse_overwrite, seed_batch
 
 
 def parse_args(argv=None):
@@ -39,51 +44,93 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def capture_split(args, model, tokenizer, spec, split):
+def split_outputs(args, m, split):
+    """(features, mask, responses) paths of a split; the responses' .meta.json describes all three."""
+    return [features_path(args.output_dir, m, args.dataset_name, kind, split)
+            for kind in ("token_wise_activations", "mask", "response")]
+
+
+def capture_split(args, model, tokenizer, spec, split, run_for):
+    """Generate and capture batch by batch, each batch saved as it finishes; returns (run, batches, responses)."""
     prompts = load_prompts(args, split, spec, tokenizer)
     k = args.num_samples
     config = generation_config(model, tokenizer, args.max_new_tokens, do_sample=k > 1, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p, num_return_sequences=k)
-    n = len(prompts) * k
-    features, masks, records = [None] * n, torch.zeros(n, args.max_new_tokens, dtype=torch.bool), [None] * n
     add_special = not spec.chat_template
     batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, args.batch_size, add_special)
+    run = run_for(len(batches))
     with ActivationCapture(model, dtype=getattr(torch, args.feature_dtype)) as capture:
-        for batch in tqdm(batches, desc=f"{split}: generating"):
-            prompt_ids, tokens, mask = generate_batch(model, tokenizer, [prompts[i]["prompt"] for i in batch],
-                                                      config, add_special)
+        for i in run.progress(f"{split}: generating"):
+            seed_batch(args.seed, i)
+            start = time.time()
+            prompt_ids, tokens, mask = generate_batch(model, tokenizer, [prompts[b]["prompt"] for b in batches[i]], config,
+                                                      add_special)
             states = capture.pop()
             assert states.shape[1] == tokens.shape[1], "one captured state per generated token"
             responses, results = decode_rows(tokenizer, prompt_ids, tokens, mask)
-            for j in range(len(prompt_ids)):
-                prompt = prompts[batch[j // k]]
-                row = batch[j // k] * k + j % k
-                features[row] = states[j][mask[j]].cpu()
-                masks[row, :mask.shape[1]] = mask[j].cpu()
-                records[row] = {"prompt": prompt["prompt"], "response": responses[j], "results": results[j],
-                                "conversation": prompt["conversation"]}
-    return torch.cat(features), masks, records
+            rows = [batches[i][j // k] * k + j % k for j in range(len(prompt_ids))]
+            records = [{"prompt": prompts[batches[i][j // k]]["prompt"], "response": responses[j],
+                        "results": results[j], "conversation": prompts[batches[i][j // k]]["conversation"]}
+                       for j in range(len(prompt_ids))]
+            run.save(i, {"rows": rows, "records": records, "seconds": time.time() - start},
+                     {"features": states[mask].cpu(), "mask": mask.cpu()})
+    return run, batches, len(prompts) * k
+
+
+def merge_split(args, run, num_rows, paths, metadata):
+    """Write the split's files in the prompts' order from the saved batches, one batch in memory at a time."""
+    parts = run.results()
+    masks = torch.zeros(num_rows, args.max_new_tokens, dtype=torch.bool)
+    records = [None] * num_rows
+    for i, part in enumerate(parts):
+        mask = run.load_tensors(i)["mask"]
+        masks[part["rows"], :mask.shape[1]] = mask
+        for row, record in zip(part["rows"], part["records"]):
+            records[row] = record
+    lengths = masks.sum(1)
+    offsets = (torch.cumsum(lengths, 0) - lengths).tolist()
+
+    def blocks():
+        for i, part in enumerate(parts):
+            features, first = run.load_tensors(i)["features"], 0
+            for row in part["rows"]:
+                yield offsets[row], features[first:first + int(lengths[row])]
+                first += int(lengths[row])
+    write_rows(paths[0], int(lengths.sum()), metadata["hidden_size"], getattr(torch, args.feature_dtype), blocks(),
+               {k: str(v) for k, v in metadata.items()})
+    save_tensors(masks, paths[1])
+    save_json(records, paths[2])
+    return masks, records, sum(part["seconds"] for part in parts)
 
 
 def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
+    m = model_tag(args.model_name)
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    settings = {split: run_settings(args, ignore=("splits",), split=split) for split in splits}
+    for split in splits:
+        refuse_overwrite(split_outputs(args, m, split)[2], settings[split], args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)
-    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code)
-    m = model_tag(args.model_name)
+    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                args.device_map)
     # ------------------------------------------------------------------------------------------------------ run + save
-    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-        start = time.time()
-        features, masks, records = capture_split(args, model, tokenizer, spec, split)
-        seconds = time.time() - start
-        save_tensors(features, features_path(args.output_dir, m, args.dataset_name, "token_wise_activations", split))
-        save_tensors(masks, features_path(args.output_dir, m, args.dataset_name, "mask", split))
-        out = features_path(args.output_dir, m, args.dataset_name, "response", split)
-        save_json(records, out)
-        write_sidecar(out, args, split=split, llm=args.model_name, llm_path=spec.path, hidden_size=hidden_size(model),
-                      responses=len(records), valid_steps=int(masks.sum()), seconds=round(seconds, 2))
-        print(f"{split}: {len(records)} responses, {int(masks.sum())} valid steps, {seconds:.1f} s -> {out}")
+    for split in splits:
+        paths = split_outputs(args, m, split)
+        run, batches, num_rows = capture_split(
+            args, model, tokenizer, spec, split,
+            lambda n: BatchRun(paths[2], settings[split], n, args.overwrite))
+        if not run.merging():
+            continue  # another process writes the files
+        metadata = dict(llm=args.model_name, llm_path=spec.path, hidden_size=hidden_size(model), split=split,
+                        layout="valid steps of every response, back to back; lengths = mask.sum(1)")
+        masks, records, seconds = merge_split(args, run, num_rows, paths, metadata)
+        write_sidecar(paths[2], args, settings[split], responses=len(records), valid_steps=int(masks.sum()),
+                      seconds=round(seconds, 2), **metadata)
+        run.finish()
+        print(f"{split}: {len(records)} responses, {int(masks.sum())} valid steps, {seconds:.1f} s of generation "
+              f"-> {paths[0]}")
 
 
 if __name__ == "__main__":

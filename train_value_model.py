@@ -90,7 +90,7 @@ def main(argv=None):
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
     baseline = ((test.labels - train.labels.mean()) ** 2).mean().item()
-    print(f"train: {len(train)} sequences, {train.features.shape[0]} steps; test: {len(test)} sequences; "
+    print(f"train: {len(train)} sequences, {train.num_steps} steps; test: {len(test)} sequences; "
           f"d = {train.dim}; terminal loss of predicting the mean train reward on test: {baseline:.4f}")
     # ------------------------------------------------------------------------------------------------------ train
     stem = value_model_stem(args.output_dir, m, args.dataset_name, args.lr)

@@ -33,6 +33,9 @@ def tag(folder):
 
 
 def load(path):
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(path)["features"]
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -68,7 +71,7 @@ def pipeline(tmp_path_factory, tiny_llama_dir, qfile):
 
 
 def features(out, m, name, split):
-    ext = "json" if name in ("response", "labels") else "pth"
+    ext = {"response": "json", "labels": "json", "token_wise_activations": "safetensors"}.get(name, "pth")
     return os.path.join(out, "features", f"{m}_{D}_{name}_{split}.{ext}")
 
 
@@ -81,7 +84,7 @@ def check_stage1_split(out, m, split, questions, num_samples=1, hidden=32):
     records = read_json(features(out, m, "response", split))
     n = len(questions) * num_samples
     assert mask.dtype == torch.bool and tuple(mask.shape) == (n, NEW_TOKENS)
-    assert feats.dim() == 2 and tuple(feats.shape) == (int(mask.sum()), hidden)
+    assert feats.dim() == 2 and tuple(feats.shape) == (int(mask.sum()), hidden) and feats.dtype == torch.float16
     assert torch.isfinite(feats.float()).all()
     lengths = mask.sum(1)
     assert (lengths >= 1).all(), "step 0 (after the prompt) is always valid"
@@ -104,7 +107,7 @@ def test_stage1_files(pipeline, tiny_llama_dir):
     m = tag(tiny_llama_dir)
     assert sorted(os.listdir(os.path.join(pipeline, "features"))) == sorted(
         f"{m}_{D}_{kind}_{split}.{ext}" for split in ("train", "test")
-        for kind, ext in (("token_wise_activations", "pth"), ("mask", "pth"), ("response", "json"),
+        for kind, ext in (("token_wise_activations", "safetensors"), ("mask", "pth"), ("response", "json"),
                           ("response", "meta.json"), ("labels", "json"), ("labels", "meta.json")))
     check_stage1_split(pipeline, m, "train", QUESTIONS)
     check_stage1_split(pipeline, m, "test", TEST_QUESTIONS)
@@ -459,7 +462,7 @@ def test_bad_input_is_one_error_line_with_status_2(tmp_path):
     ], cwd=str(tmp_path))
     expected = ["value_model_smollm2_135M_demo_0.0001.safetensors not found",
                 "smollm2_135M_demo_response_train.json not found; run get_activations_only.py first",
-                "smollm2_135M_demo_token_wise_activations_train.pth not found; run get_activations_only.py first"]
+                "smollm2_135M_demo_token_wise_activations_train.safetensors not found; run get_activations_only.py first"]
     for (code, stdout, stderr), text in zip(results, expected):
         lines = stderr.strip().splitlines()
         assert code == 2, stderr

@@ -63,6 +63,9 @@ def add_model_args(parser, default_model="smollm2_135M"):
                        help="weights dtype; 'auto' = bfloat16 on GPU, float32 on CPU")
     group.add_argument("--trust_remote_code", type=str2bool, default=False,
                        help="allow the model repository to run its own Python code (off unless you trust it)")
+    group.add_argument("--device_map", type=str, default=None,
+                       help="'auto' spreads a model too large for one GPU over all visible GPUs (and CPU) with "
+                            "accelerate; overrides --device. Do not combine with accelerate launch")
     group.add_argument("--chat_template", type=str2bool, default=None,
                        help="format prompts with the tokenizer's chat template instead of the paper's "
                             "'User: ...\\nAssistant:' text (default: the model registry's choice)")
@@ -100,6 +103,9 @@ def add_generation_args(parser, batch_size=32, max_new_tokens=128):
 def add_output_args(parser):
     parser.add_argument("--output_dir", type=str, default=".",
                         help="root folder under which features/, trained_model/, response/ ... are read and written")
+    parser.add_argument("--overwrite", type=str2bool, default=False,
+                        help="replace outputs that a run with other settings wrote (and discard its unfinished "
+                             "batches); without it such a run is refused")
 
 
 def add_reward_stage_args(parser):

@@ -23,8 +23,8 @@ def model_tag(model_name):
 
 
 def features_path(root, m, d, kind, split):
-    """kind: token_wise_activations | mask | response | labels."""
-    ext = {"token_wise_activations": "pth", "mask": "pth", "response": "json", "labels": "json"}[kind]
+    """kind: token_wise_activations | mask | response | labels (features: safetensors; the original wrote .pth)."""
+    ext = {"token_wise_activations": "safetensors", "mask": "pth", "response": "json", "labels": "json"}[kind]
     return os.path.join(root, "features", f"{m}_{d}_{kind}_{split}.{ext}")
 
 
@@ -114,6 +114,15 @@ def load_tensors(path, stage_hint=None, mmap=False):
                          + (f" with {stage_hint}" if stage_hint else ""))
 
 
+def read_json_or_none(path):
+    """A small bookkeeping JSON file, or None if it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def require(path, stage_hint=None):
     if not os.path.exists(path):
         hint = f"; run {stage_hint} first" if stage_hint else ""
@@ -123,11 +132,22 @@ def require(path, stage_hint=None):
 # ----------------------------------------------------------------------------------------------------------------------
 # Run descriptions: every output says what produced it.
 
-def describe_run(args, **extra):
+NOT_SETTINGS = ("overwrite", "num_threads")  # flags that do not change what a stage writes
+
+
+def run_settings(args, ignore=(), **extra):
+    """The flags that determine a stage's outputs, as they round-trip through JSON."""
+    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS and k not in ignore}
+    settings.update(extra)
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def describe_run(args, settings=None, **extra):
     import transformers
     info = {
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "args": {k: v for k, v in vars(args).items()},
+        "settings": run_settings(args) if settings is None else settings,  # what refuse_overwrite compares
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
@@ -136,5 +156,5 @@ def describe_run(args, **extra):
     return info
 
 
-def write_sidecar(path, args, **extra):
-    save_json(describe_run(args, **extra), sidecar_path(path))
+def write_sidecar(path, args, settings=None, **extra):
+    save_json(describe_run(args, settings, **extra), sidecar_path(path))

@@ -11,15 +11,27 @@ from utils.value_model import value_and_gradient
 # ----------------------------------------------------------------------------------------------------------------------
 # Static representation editing: one fixed control vector added at every step
 
-def linear_probe_direction(data, ridge=1e-2):
-    """Unit direction of a ridge regression predicting each sequence's reward from every valid step's o_t."""
-    features = data.features.float()
-    targets = torch.repeat_interleave(data.labels, data.lengths)
-    features = features - features.mean(0)
-    targets = targets - targets.mean()
-    gram = features.T @ features + ridge * features.shape[0] * torch.eye(features.shape[1])
-    weights = torch.linalg.solve(gram, features.T @ targets)
-    return weights / weights.norm()
+def linear_probe_direction(data, ridge=1e-2, batch_size=512):
+    """Unit direction of a ridge regression predicting each sequence's reward from every valid step's o_t.
+
+    Accumulated over batches of sequences read from disk (float64 sums), so the features never sit in memory whole.
+    """
+    dim = data.dim
+    count, target_sum = 0, 0.0
+    feature_sum, cross = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64)
+    gram = torch.zeros(dim, dim, dtype=torch.float64)
+    for features, lengths, labels in data.batches(batch_size):
+        features, targets = features.double(), torch.repeat_interleave(labels, lengths).double()
+        count += features.shape[0]
+        feature_sum += features.sum(0)
+        target_sum += targets.sum().item()
+        gram += features.T @ features
+        cross += features.T @ targets
+    mean = feature_sum / count
+    centred_gram = gram - count * torch.outer(mean, mean)
+    centred_cross = cross - mean * target_sum
+    weights = torch.linalg.solve(centred_gram + ridge * count * torch.eye(dim, dtype=torch.float64), centred_cross)
+    return (weights / weights.norm()).float()
 
 
 class StaticIntervention(FinalNormHook):

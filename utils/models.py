@@ -43,7 +43,9 @@ def resolve_model(model_name, chat_template=None):
 
 def resolve_device(device):
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per accelerate process
     if device.isdigit():  # the original scripts take a bare GPU index
         device = f"cuda:{device}"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -110,20 +112,23 @@ def load_tokenizer(path, trust_remote_code=False):
     return tokenizer
 
 
-def load_model_and_tokenizer(spec, device="auto", dtype="auto", trust_remote_code=False):
-    """The policy LLM in eval mode on `device`, and its left-padding tokenizer."""
+def load_model_and_tokenizer(spec, device="auto", dtype="auto", trust_remote_code=False, device_map=None):
+    """The policy LLM in eval mode on `device` (or spread by `device_map`), and its left-padding tokenizer."""
     from transformers import AutoModelForCausalLM
-    device = resolve_device(device)
+    device = resolve_device("auto" if device_map else device)
     torch_dtype = resolve_dtype(dtype, device)
     path = embedded_model_folder() if spec.embedded else spec.path
     try:
         tokenizer = load_tokenizer(path, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                     device_map=device_map)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"cannot load model {spec.path!r} ({first}); pass a paper name "
                          f"({', '.join(MODEL_REGISTRY)}), a reachable hub id or a local model folder")
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
