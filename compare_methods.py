@@ -69,7 +69,7 @@ def main(argv=None):
     updates = updates if args.epochs is None else args.epochs
     common = ["--model_name", args.model_name, "--dataset_name", args.dataset_name, "--device", args.device,
               "--seed", str(args.seed), "--max_new_tokens", str(args.max_new_tokens), "--batch_size",
-              str(args.batch_size), "--output_dir", args.output_dir]
+              str(args.batch_size), "--output_dir", args.output_dir, "--overwrite", str(args.overwrite)]
     common += (["--limit", str(args.limit)] if args.limit else []) + (["--data_file", args.data_file] if args.data_file
                                                                       else [])
     re_control = ["--use_intervention", "True", "--value_lr", str(args.value_lr), "--lr", str(step_size), "--epochs",
@@ -98,8 +98,8 @@ def main(argv=None):
     base = runs[0]
     judge = args.judge_base_url or os.environ.get("OPENAI_API_KEY")
     for run in runs:
-        measure_reward.main(["--out_file", run, "--reward_model", args.reward_model, "--output_dir", args.output_dir]
-                            + (["--baseline", base] if run != base else []))
+        measure_reward.main(["--out_file", run, "--reward_model", args.reward_model, "--output_dir", args.output_dir,
+                             "--overwrite", str(args.overwrite)] + (["--baseline", base] if run != base else []))
         metrics.main(["--run_name", run, "--embedding_model", args.embedding_model, "--output_dir", args.output_dir])
         if judge and run != base:
             gpt4_eval.main(["--run_name_red", run, "--run_name_blue", base, "--output_dir", args.output_dir]

@@ -15,10 +15,11 @@ from utils import cli
 from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.features import load_sequences
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
-from utils.io import model_tag, response_path, save_json, value_model_stem, write_sidecar
+from utils.io import model_tag, response_path, run_settings, save_json, value_model_stem, write_sidecar
 from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
 from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
 from utils.rewards import load_reward_model
+from utils.runs import BatchRun, refuse_overwrite
 from utils.value_model import check_value_model, load_value_model
 
 METHODS = ("static_re", "best_of_n", "args", "cd_prefix")
@@ -58,9 +59,13 @@ def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
     m = model_tag(args.model_name)
+    out = response_path(args.output_dir, run_name(args, m))
+    settings = run_settings(args)
+    refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)
-    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                args.device_map)
     prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
     add_special = not spec.chat_template
     hook, value_model, reward_model = None, None, None
@@ -89,15 +94,18 @@ def main(argv=None):
                                args.max_new_tokens, add_special)
         return cd_prefix_decode(model, tokenizer, texts, value_model, args.num_candidates, args.block_size,
                                 args.max_new_tokens, args.temperature, 50, args.top_p, add_special)
-    records, seconds = answer_prompts(prompts, tokenizer, args.batch_size, add_special, decode_batch,
-                                      f"generating ({args.method})")
+    run, records, seconds = answer_prompts(prompts, tokenizer, args.batch_size, add_special, decode_batch,
+                                           f"generating ({args.method})",
+                                           lambda n: BatchRun(out, settings, n, args.overwrite), args.seed)
     if hook:
         hook.remove()
+    if records is None:
+        return  # another process writes the responses
     # ------------------------------------------------------------------------------------------------------ save
-    out = response_path(args.output_dir, run_name(args, m))
     save_json(records, out)
-    write_sidecar(out, args, method=args.method, seconds=round(seconds, 3), num_prompts=len(records),
+    write_sidecar(out, args, settings, method=args.method, seconds=round(seconds, 3), num_prompts=len(records),
                   prompting=args.prompting)
+    run.finish()
     print(f"{len(records)} responses in {seconds:.1f} s -> {out}")
 
 

@@ -18,8 +18,9 @@ from utils import cli
 from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention, default_settings
-from utils.io import model_tag, response_path, save_json, value_model_stem, write_sidecar
+from utils.io import model_tag, response_path, run_settings, save_json, value_model_stem, write_sidecar
 from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
+from utils.runs import BatchRun, refuse_overwrite
 from utils.value_model import check_value_model, load_value_model
 
 
@@ -61,15 +62,18 @@ def main(argv=None):
     args.lr = default_lr if args.lr is None else args.lr
     args.epochs = default_epochs if args.epochs is None else args.epochs
     m = model_tag(args.model_name)
+    out = response_path(args.output_dir, run_name(args, m))
+    settings = run_settings(args)
+    refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)
     value_model = None
     if args.use_intervention:
         stem = args.value_model or value_model_stem(args.output_dir, m, args.dataset_name, args.value_lr)
         value_model = load_value_model(stem.removesuffix(".safetensors").removesuffix(".pth"))
-    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                args.device_map)
     prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
-    out = response_path(args.output_dir, run_name(args, m))
     # ------------------------------------------------------------------------------------------------------ run
     config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
     add_special = not spec.chat_template
@@ -80,16 +84,20 @@ def main(argv=None):
 
     def decode_batch(texts, conversations):
         return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
-    records, seconds = answer_prompts(prompts, tokenizer, args.batch_size, add_special, decode_batch,
-                                      f"generating ({'RE-Control' if hook else 'base'})")
+    run, records, seconds = answer_prompts(prompts, tokenizer, args.batch_size, add_special, decode_batch,
+                                           f"generating ({'RE-Control' if hook else 'base'})",
+                                           lambda n: BatchRun(out, settings, n, args.overwrite), args.seed)
     if hook:
         hook.remove()
+    if records is None:
+        return  # another process writes the responses
     # ------------------------------------------------------------------------------------------------------ save
     save_json(records, out)
-    write_sidecar(out, args, method="RE-Control" if hook else "base", seconds=round(seconds, 3),
+    write_sidecar(out, args, settings, method="RE-Control" if hook else "base", seconds=round(seconds, 3),
                   num_prompts=len(records), step_size=args.lr if hook else None,
                   num_updates=args.epochs if hook else None, prompting=args.prompting,
                   value_model=value_model.config if value_model else None)
+    run.finish()
     print(f"{len(records)} responses in {seconds:.1f} s -> {out}")
 
 

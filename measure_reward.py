@@ -14,9 +14,10 @@ and scored. Writes final_reward/{out_file}.json: average, standard error, count 
 import os
 
 from utils import cli
-from utils.io import load_json, response_path, save_json, write_sidecar
+from utils.io import load_json, response_path, run_settings, save_json, write_sidecar
 from utils.metrics import cut_at_next_turn, mean_and_se, paired_difference
 from utils.rewards import load_reward_model
+from utils.runs import BatchRun, refuse_overwrite
 
 
 def parse_args(argv=None):
@@ -33,6 +34,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
+    out = os.path.join(args.output_dir, "final_reward", f"{args.out_file}.json")
+    settings = run_settings(args)
+    refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     records = load_json(response_path(args.output_dir, args.out_file), stage_hint="inference_intervention.py")
     baseline = None
@@ -43,7 +47,10 @@ def main(argv=None):
                                      args.trust_remote_code)
     # ------------------------------------------------------------------------------------------------------ run
     answers = [cut_at_next_turn(r["results"]) for r in records]
-    rewards = reward_model.score([r.get("conversation", r["prompt"]) for r in records], answers)
+    run, rewards = reward_model.score_run([r.get("conversation", r["prompt"]) for r in records], answers,
+                                          lambda n: BatchRun(out, settings, n, args.overwrite))
+    if rewards is None:
+        return  # another process writes the result
     mean, se = mean_and_se(rewards)
     result = {"run": args.out_file, "reward_model": args.reward_model, "average_reward": mean,
               "standard_error": se, "count": len(rewards), "rewards": rewards}
@@ -57,9 +64,9 @@ def main(argv=None):
         print(f"  vs {args.baseline} ({baseline['average_reward']:.4f}): difference {diff:+.4f} ± {diff_se:.4f} "
               f"(paired SE; {diff / diff_se if diff_se else float('nan'):.2f} SE)")
     # ------------------------------------------------------------------------------------------------------ save
-    out = os.path.join(args.output_dir, "final_reward", f"{args.out_file}.json")
     save_json(result, out)
-    write_sidecar(out, args)
+    write_sidecar(out, args, settings)
+    run.finish()
 
 
 if __name__ == "__main__":

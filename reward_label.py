@@ -12,8 +12,9 @@ Reads features/{m}_{d}_response_{mode}.json; writes features/{m}_{d}_labels_{mod
 import torch
 
 from utils import cli
-from utils.io import features_path, load_json, model_tag, save_tensors, write_sidecar
+from utils.io import features_path, load_json, model_tag, run_settings, save_tensors, write_sidecar
 from utils.rewards import load_reward_model
+from utils.runs import BatchRun, refuse_overwrite
 
 
 def parse_args(argv=None):
@@ -30,6 +31,9 @@ def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
     m = model_tag(args.model_name)
+    out = features_path(args.output_dir, m, args.dataset_name, "labels", args.mode)
+    settings = run_settings(args)
+    refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     records = load_json(features_path(args.output_dir, m, args.dataset_name, "response", args.mode),
                         stage_hint="get_activations_only.py")
@@ -37,11 +41,18 @@ def main(argv=None):
                                      args.trust_remote_code)
     # ------------------------------------------------------------------------------------------------------ run
     conversations = [r.get("conversation", r["prompt"]) for r in records]
-    rewards = torch.tensor(reward_model.score(conversations, [r["results"] for r in records]), dtype=torch.float32)
+    run, rewards = reward_model.score_run(conversations, [r["results"] for r in records],
+                                          lambda n: BatchRun(out, settings, n, args.overwrite))
+    if rewards is None:
+        return  # another process writes the labels
     # ------------------------------------------------------------------------------------------------------ save
-    out = features_path(args.output_dir, m, args.dataset_name, "labels", args.mode)
+    rewards = torch.tensor(rewards, dtype=torch.float32)
+    if not torch.isfinite(rewards).all():
+        raise cli.UsageError(f"the reward model gave NaN or inf for {int((~torch.isfinite(rewards)).sum())} "
+                             f"responses; check --reward_model and its --dtype (float16 overflows: try float32)")
     save_tensors(rewards, out)
-    write_sidecar(out, args, count=len(rewards), mean=rewards.mean().item(), std=rewards.std().item())
+    write_sidecar(out, args, settings, count=len(rewards), mean=rewards.mean().item(), std=rewards.std().item())
+    run.finish()
     print(f"{args.mode}: {len(rewards)} rewards, mean {rewards.mean():.4f}, std {rewards.std():.4f} -> {out}")
 
 

@@ -165,7 +165,7 @@ def test_compare_methods_writes_one_row_per_method(pipeline, tiny_llama_dir, qfi
     compare_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--device", "cpu",
                           "--max_new_tokens", "3", "--batch_size", "2", "--limit", "3", "--num_candidates", "2",
                           "--top_k", "2", "--block_size", "2", "--output_dir", pipeline, "--lr", "1.0", "--epochs",
-                          "2", "--data_file", qfile])
+                          "2", "--data_file", qfile, "--overwrite", "True"])
     stem = os.path.join(pipeline, "results", f"{tag(tiny_llama_dir)}_toy_comparison")
     with open(stem + ".csv") as f:
         rows = list(csv.DictReader(f))

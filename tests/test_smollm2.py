@@ -6,6 +6,7 @@ import json
 import os
 
 import torch
+from safetensors.torch import load_file
 
 import get_activations_only
 import inference_intervention
@@ -37,8 +38,8 @@ def test_smollm2_pipeline(tmp_path):
     # stage 1
     get_activations_only.main(llm)
     for split in ("train", "test"):
-        path = os.path.join(out, "features", f"{M}_{D}_token_wise_activations_{split}.pth")
-        feats = torch.load(path, weights_only=True)
+        path = os.path.join(out, "features", f"{M}_{D}_token_wise_activations_{split}.safetensors")
+        feats = load_file(path)["features"]
         mask = torch.load(os.path.join(out, "features", f"{M}_{D}_mask_{split}.pth"), weights_only=True)
         records = read_json(os.path.join(out, "features", f"{M}_{D}_response_{split}.json"))
         assert tuple(mask.shape) == (3, 4) and tuple(feats.shape) == (int(mask.sum()), 576)

@@ -2,7 +2,6 @@
 import time
 
 import torch
-from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 
@@ -60,18 +59,29 @@ def decode_rows(tokenizer, prompt_ids, tokens, mask):
     return responses, results
 
 
-def answer_prompts(prompts, tokenizer, batch_size, add_special_tokens, decode_batch, desc):
-    """decode_batch(texts, conversations) -> (responses, results) over length-sorted batches.
+def answer_prompts(prompts, tokenizer, batch_size, add_special_tokens, decode_batch, desc, run_for, seed=0):
+    """decode_batch(texts, conversations) -> (responses, results) over length-sorted batches, through a BatchRun
+    (run_for(number of batches)), so a crashed run resumes and `accelerate launch` shares the batches.
 
-    Returns the stage-4 records in the prompts' order and the seconds spent decoding.
+    Returns (run, the stage-4 records in the prompts' order, seconds spent decoding); the records are None in the
+    processes that do not write the output.
     """
-    records = [None] * len(prompts)
-    start = time.time()
+    from utils.runs import seed_batch
     batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, batch_size, add_special_tokens)
-    for batch in tqdm(batches, desc=desc):
-        responses, results = decode_batch([prompts[i]["prompt"] for i in batch],
-                                          [prompts[i]["conversation"] for i in batch])
-        for j, i in enumerate(batch):
-            records[i] = {"prompt": prompts[i]["prompt"], "response": responses[j], "results": results[j],
-                          "conversation": prompts[i]["conversation"]}
-    return records, time.time() - start
+    run = run_for(len(batches))
+    for i in run.progress(desc):
+        seed_batch(seed, i)
+        start = time.time()
+        responses, results = decode_batch([prompts[j]["prompt"] for j in batches[i]],
+                                          [prompts[j]["conversation"] for j in batches[i]])
+        records = [{"prompt": prompts[j]["prompt"], "response": responses[k], "results": results[k],
+                    "conversation": prompts[j]["conversation"]} for k, j in enumerate(batches[i])]
+        run.save(i, {"records": records, "seconds": time.time() - start})
+    if not run.merging():
+        return run, None, None
+    records, seconds = [None] * len(prompts), 0.0
+    for batch, part in zip(batches, run.results()):
+        seconds += part["seconds"]
+        for j, record in zip(batch, part["records"]):
+            records[j] = record
+    return run, records, seconds

@@ -27,15 +27,36 @@ class RewardModel:
     def texts(self, conversations, generations):
         return [normalize_markers(f"{c} {g}") for c, g in zip(conversations, generations)]
 
+    def batches(self, inputs):
+        """Indices of `inputs` in batches, longest first (less padding)."""
+        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
     def score(self, conversations, generations, progress=True):
         inputs = self.inputs(conversations, generations)
-        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
         scores = [0.0] * len(inputs)
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in tqdm(batches, desc=f"scoring with {self.name}", disable=not progress):
+        for batch in tqdm(self.batches(inputs), desc=f"scoring with {self.name}", disable=not progress):
             for i, value in zip(batch, self.score_batch([inputs[i] for i in batch])):
                 scores[i] = float(value)
         return scores
+
+    def score_run(self, conversations, generations, run_for):
+        """score() batch by batch through a BatchRun (run_for(number of batches)): resumable and shardable.
+
+        Returns (run, scores); scores is None in the processes that do not write the output.
+        """
+        inputs = self.inputs(conversations, generations)
+        batches = self.batches(inputs)
+        run = run_for(len(batches))
+        for i in run.progress(f"scoring with {self.name}"):
+            run.save(i, [float(v) for v in self.score_batch([inputs[j] for j in batches[i]])])
+        if not run.merging():
+            return run, None
+        scores = [0.0] * len(inputs)
+        for batch, part in zip(batches, run.results()):
+            for j, value in zip(batch, part):
+                scores[j] = value
+        return run, scores
 
     def inputs(self, conversations, generations):
         return self.texts(conversations, generations)
