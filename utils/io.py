@@ -1,4 +1,5 @@
 """Artifact paths (the original file names) and atomic, pickle-free reading and writing."""
+import io
 import json
 import os
 import platform
@@ -73,9 +74,15 @@ def save_json(obj, path):
 
 
 def save_tensors(obj, path):
-    """torch.save of tensors (or dicts/lists of tensors) only: readable with weights_only=True."""
+    """torch.save of tensors (or dicts/lists of tensors) only: readable with weights_only=True.
+
+    Saved through memory: torch.save names the archive inside after the file, and the temporary name is random.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getvalue())
 
 
 def new_figure(**kwargs):
