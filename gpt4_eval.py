@@ -23,7 +23,8 @@ import time
 from tqdm.auto import tqdm
 
 from utils import cli
-from utils.io import load_json, response_path, save_json
+from utils.io import load_json, response_path, run_settings, save_json, write_sidecar
+from utils.runs import refuse_overwrite
 from utils.metrics import cut_at_next_turn, prompt_text
 
 SYSTEM_PROMPT = "You are a careful and impartial judge of answers written by AI assistants."
@@ -104,6 +105,39 @@ def judge_client(args):
     return openai.OpenAI(**common)
 
 
+def redact(text):
+    """Remove the API key from text that is printed or saved (some servers echo it in their errors)."""
+    for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
+        key = os.environ.get(var)
+        if key and len(key) >= 4:
+            text = text.replace(key, "***")
+    return text
+
+
+def read_log(log_path, settings, overwrite):
+    """Judgments already paid for: the log's first line holds the settings that made it."""
+    if not os.path.exists(log_path) or overwrite:
+        return {}
+    with open(log_path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError:
+        header = {}
+    if header.get("settings") != settings:
+        raise cli.UsageError(f"{log_path} holds judgments made with other settings; run that command again to "
+                             f"finish it, or pass --overwrite to start over")
+    done = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+        if "error" not in entry:
+            done[entry["index"]] = entry
+    return done
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # One judgment
 
@@ -131,7 +165,7 @@ def judge(client, args, question, red, blue, red_first):
                 messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}])
             text = reply.choices[0].message.content
         except openai.OpenAIError as err:
-            error = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            error = redact(f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
             continue
         scores = parse_scores(text)
         if scores is None:
@@ -155,23 +189,22 @@ def main(argv=None):
     out = os.path.join(args.output_dir, "gpt-4-evaluations", f"{name}.json")
     log_path = out.removesuffix(".json") + ".jsonl"
     indices = sorted(random.Random(args.seed).sample(range(len(red)), min(args.num_samples, len(red))))
-    done = {}
-    if os.path.exists(log_path):  # resume: keep the judgments already paid for
-        with open(log_path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a crash
-                    continue
-                if "error" not in entry and entry.get("judge_model") == args.judge_model:
-                    done[entry["index"]] = entry
+    settings = run_settings(args, ignore=("max_retries", "retry_delay", "timeout"))
+    refuse_overwrite(out, settings, args.overwrite)
+    done = read_log(log_path, settings, args.overwrite)  # resume: keep the judgments already paid for
     todo = [i for i in indices if i not in done]
     if done:
         print(f"resuming: {len(indices) - len(todo)} of {len(indices)} judgments already in {log_path}")
     # ------------------------------------------------------------------------------------------------------ run
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        log = open(log_path, "a" if done else "w", encoding="utf-8")
+    except OSError as err:
+        raise cli.UsageError(f"cannot write to {os.path.dirname(out)}: {err.strerror}; choose a writable --output_dir")
     failures_in_a_row = 0
-    with open(log_path, "a", encoding="utf-8") as log:
+    with log:
+        if not done:
+            log.write(json.dumps({"settings": settings}) + "\n")
         for i in tqdm(todo, desc="judging", initial=len(indices) - len(todo), total=len(indices)):
             red_first = random.Random(f"{args.seed}-{i}").random() < 0.5
             entry = {"index": i, "judge_model": args.judge_model, "red_first": red_first,
@@ -183,7 +216,8 @@ def main(argv=None):
             failures_in_a_row = failures_in_a_row + 1 if "error" in entry else 0
             if failures_in_a_row == len(indices) or (failures_in_a_row >= 3 and "Connection" in entry["error"]):
                 raise cli.UsageError(f"the judge at {args.base_url or 'the OpenAI API'} cannot be reached "
-                                     f"({entry['error']}); check --base_url and the key, then run again to resume")
+                                     f"({entry['error']}) after {args.max_retries} retries; check --base_url and "
+                                     f"the key, then run the same command again to resume")
     # ------------------------------------------------------------------------------------------------------ save
     judgments = [done[i] for i in indices]
     counts = {k: sum(j.get("outcome") == k for j in judgments) for k in ("win", "tie", "lose")}
@@ -193,6 +227,7 @@ def main(argv=None):
               "base_url": args.base_url, "seed": args.seed, "num_samples": len(indices), **counts, "errors": errors,
               "win_rate": 100.0 * counts["win"] / judged if judged else None, "judgments": judgments}
     save_json(result, out)
+    write_sidecar(out, args, settings)
     rate = f"{result['win_rate']:.1f}%" if judged else "n/a"
     print(f"{name}: win {counts['win']}, tie {counts['tie']}, lose {counts['lose']}, errors {errors}; "
           f"win rate {rate} -> {out}")

@@ -127,7 +127,7 @@ def test_same_seed_same_order_other_seed_other_order(tmp_path, server):
     write_runs(out, 4)
     orders = []
     for seed in ("0", "0", "1"):
-        gpt4_eval.main(judge_args(out, server.url, "--seed", seed))
+        gpt4_eval.main(judge_args(out, server.url, "--seed", seed, "--overwrite", "True"))
         orders.append([j["red_first"] for j in result(out)["judgments"]])
         os.remove(os.path.join(out, "gpt-4-evaluations", "red_blue.jsonl"))
     assert orders[0] == orders[1] and orders[0] != orders[2]
@@ -160,7 +160,8 @@ def test_interrupted_run_resumes_without_paying_twice(tmp_path, server):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with open(log) as f:
-        first = [json.loads(line) for line in f]
+        header, *first = [json.loads(line) for line in f]
+    assert header["settings"]["judge_model"] == "test-judge"
     assert len(first) == 2 and not os.path.exists(os.path.join(out, "gpt-4-evaluations", "red_blue.json"))
     server.calls.clear()
     server.hang_after = None
@@ -169,6 +170,42 @@ def test_interrupted_run_resumes_without_paying_twice(tmp_path, server):
     r = result(out)
     assert (r["win"], r["tie"], r["lose"], r["errors"]) == (2, 1, 1, 0)
     assert r["judgments"][:2] == first
+    whole = str(tmp_path / "whole")
+    write_runs(whole, n)
+    gpt4_eval.main(judge_args(whole, server.url))
+    with open(os.path.join(out, "gpt-4-evaluations", "red_blue.json"), "rb") as a, \
+            open(os.path.join(whole, "gpt-4-evaluations", "red_blue.json"), "rb") as b:
+        assert a.read() == b.read(), "the resumed result is byte-identical to an uninterrupted run"
+
+
+def test_judgments_of_other_settings_are_refused_without_overwrite(tmp_path, server):
+    out = str(tmp_path)
+    write_runs(out, 3)
+    gpt4_eval.main(judge_args(out, server.url))
+    os.remove(os.path.join(out, "gpt-4-evaluations", "red_blue.json"))  # as if killed before the end
+    with pytest.raises(UsageError, match="holds judgments made with other settings; run that command again"):
+        gpt4_eval.main(judge_args(out, server.url, "--judge_model", "another-judge"))
+    gpt4_eval.main(judge_args(out, server.url, "--judge_model", "another-judge", "--overwrite", "True"))
+    assert result(out)["judge_model"] == "another-judge"
+
+
+def test_api_key_never_reaches_files_or_messages(tmp_path, monkeypatch, capfd):
+    """A server that echoes the key in its error: the key is in no output file and in no printed line."""
+    key = "sk-test-SECRET-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    out = str(tmp_path)
+    write_runs(out, 2)
+    with pytest.raises(UsageError) as err:
+        gpt4_eval.main(["--run_name_red", "red", "--run_name_blue", "blue", "--base_url", "http://127.0.0.1:9/v1",
+                        "--output_dir", out, "--max_retries", "1", "--retry_delay", "0.01", "--timeout", "0.5"])
+    assert key not in str(err.value)
+    assert gpt4_eval.redact(f"Incorrect API key provided: {key}.") == "Incorrect API key provided: ***."
+    printed = capfd.readouterr()
+    assert key not in printed.out + printed.err
+    for root, _, files in os.walk(out):
+        for name in files:
+            with open(os.path.join(root, name), encoding="utf-8", errors="replace") as f:
+                assert key not in f.read(), name
 
 
 def test_unreachable_judge_is_one_clear_error(tmp_path):
