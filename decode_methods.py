@@ -17,7 +17,7 @@ from utils.features import load_sequences
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.io import model_tag, response_path, run_settings, save_json, value_model_stem, write_sidecar
 from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
-from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
+from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.rewards import load_reward_model
 from utils.runs import BatchRun, refuse_overwrite
 from utils.value_model import check_value_model, load_value_model
@@ -64,9 +64,10 @@ def main(argv=None):
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)
-    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
-                                                args.device_map)
+    tokenizer = load_policy_tokenizer(spec, args.trust_remote_code)
     prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
+    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                args.device_map, tokenizer)
     add_special = not spec.chat_template
     hook, value_model, reward_model = None, None, None
     if args.method == "static_re":

@@ -26,7 +26,7 @@ from utils.features import write_rows
 from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
 from utils.intervention import ActivationCapture
 from utils.io import features_path, model_tag, run_settings, save_json, save_tensors, write_sidecar
-from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
+from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.runs import BatchRun, refuse_overwrite, seed_batch
 
 
@@ -50,9 +50,8 @@ def split_outputs(args, m, split):
             for kind in ("token_wise_activations", "mask", "response")]
 
 
-def capture_split(args, model, tokenizer, spec, split, run_for):
+def capture_split(args, model, tokenizer, spec, prompts, split, run_for):
     """Generate and capture batch by batch, each batch saved as it finishes; returns (run, batches, responses)."""
-    prompts = load_prompts(args, split, spec, tokenizer)
     k = args.num_samples
     config = generation_config(model, tokenizer, args.max_new_tokens, do_sample=k > 1, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p, num_return_sequences=k)
@@ -113,13 +112,15 @@ def main(argv=None):
         refuse_overwrite(split_outputs(args, m, split)[2], settings[split], args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)
+    tokenizer = load_policy_tokenizer(spec, args.trust_remote_code)
+    prompts = {split: load_prompts(args, split, spec, tokenizer) for split in splits}
     model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
-                                                args.device_map)
+                                                args.device_map, tokenizer)
     # ------------------------------------------------------------------------------------------------------ run + save
     for split in splits:
         paths = split_outputs(args, m, split)
         run, batches, num_rows = capture_split(
-            args, model, tokenizer, spec, split,
+            args, model, tokenizer, spec, prompts[split], split,
             lambda n: BatchRun(paths[2], settings[split], n, args.overwrite))
         if not run.merging():
             continue  # another process writes the files

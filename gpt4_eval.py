@@ -215,6 +215,9 @@ def main(argv=None):
             done[i] = entry
             failures_in_a_row = failures_in_a_row + 1 if "error" in entry else 0
             if failures_in_a_row == len(indices) or (failures_in_a_row >= 3 and "Connection" in entry["error"]):
+                if all("error" in e for e in done.values()):
+                    log.close()
+                    os.remove(log_path)  # nothing paid for: leave no file behind
                 raise cli.UsageError(f"the judge at {args.base_url or 'the OpenAI API'} cannot be reached "
                                      f"({entry['error']}) after {args.max_retries} retries; check --base_url and "
                                      f"the key, then run the same command again to resume")

@@ -19,7 +19,8 @@ from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention, default_settings
 from utils.io import model_tag, response_path, run_settings, save_json, value_model_stem, write_sidecar
-from utils.models import hidden_size, load_model_and_tokenizer, resolve_model
+from utils.models import (config_hidden_size, hidden_size, load_model_and_tokenizer, load_policy_tokenizer,
+                          resolve_model)
 from utils.runs import BatchRun, refuse_overwrite
 from utils.value_model import check_value_model, load_value_model
 
@@ -71,9 +72,11 @@ def main(argv=None):
     if args.use_intervention:
         stem = args.value_model or value_model_stem(args.output_dir, m, args.dataset_name, args.value_lr)
         value_model = load_value_model(stem.removesuffix(".safetensors").removesuffix(".pth"))
-    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
-                                                args.device_map)
+        check_value_model(value_model, args.model_name, config_hidden_size(spec, args.trust_remote_code))
+    tokenizer = load_policy_tokenizer(spec, args.trust_remote_code)
     prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
+    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                args.device_map, tokenizer)
     # ------------------------------------------------------------------------------------------------------ run
     config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
     add_special = not spec.chat_template

@@ -88,9 +88,12 @@ def test_nan_features_are_refused(tmp_path):
     rows[2, 1] = float("nan")
     write_rows(features_path(root, M, D, "token_wise_activations", "train"), rows.shape[0], 8, torch.float32,
                [(0, rows)])
-    data = load_sequences(root, M, D, "train")
+    with pytest.raises(UsageError, match="the features contain NaN or inf"):
+        load_sequences(root, M, D, "train")  # a streamed check before any training
+    data = SequenceData(FeatureFile(features_path(root, M, D, "token_wise_activations", "train")), mask.sum(1),
+                        labels)
     with pytest.raises(UsageError, match="NaN or inf"):
-        data.batch(torch.arange(3))
+        data.batch(torch.arange(3))  # and per batch
 
 
 def test_sequence_data_batches_cover_every_sequence_once():

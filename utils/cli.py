@@ -46,9 +46,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     pass
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Bad flags are reported like every other bad input: one line, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def make_parser(doc):
     """A parser whose description is the script's docstring (with its command lines)."""
-    return argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+    return ArgumentParser(description=doc, formatter_class=HelpFormatter)
 
 
 def add_model_args(parser, default_model="smollm2_135M"):

@@ -21,9 +21,12 @@ TORCH_DTYPES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
 
 
 def save_safetensors(tensors, path, metadata=None):
-    from safetensors.torch import save_file
+    """Serialized in memory and written by Python, so a failed write is an OSError like any other."""
+    from safetensors.torch import save
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def write_rows(path, rows, dim, dtype, blocks, metadata=None):
@@ -126,6 +129,14 @@ class SequenceData:
                              f"re-run get_activations_only.py (a float16 overflow: try --feature_dtype float32)")
         return features, self.lengths[sequence_ids], self.labels[sequence_ids]
 
+    def check_finite(self, name, rows_per_read=65536):
+        """One streamed pass: refuse NaN or inf before any training starts."""
+        for first in range(0, self.num_steps, rows_per_read):
+            block = self.rows.read([(first, min(rows_per_read, self.num_steps - first))])
+            if not torch.isfinite(block.float()).all():
+                raise UsageError(f"{name}: the features contain NaN or inf (rows from {first}); re-run "
+                                 f"get_activations_only.py (a float16 overflow: try --feature_dtype float32)")
+
     def batches(self, batch_size):
         for start in range(0, len(self), batch_size):
             yield self.batch(torch.arange(start, min(start + batch_size, len(self))))
@@ -168,4 +179,6 @@ def load_sequences(root, m, d, split):
         raise UsageError(f"{split}: a response has no valid step; re-run get_activations_only.py")
     if not torch.isfinite(labels).all():
         raise UsageError(f"{split}: the labels contain NaN or inf; check the reward model and re-run reward_label.py")
-    return SequenceData(features, lengths, labels)
+    data = SequenceData(features, lengths, labels)
+    data.check_finite(split)
+    return data

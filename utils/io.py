@@ -1,4 +1,5 @@
 """Artifact paths (the original file names) and atomic, pickle-free reading and writing."""
+import errno
 import io
 import json
 import os
@@ -47,6 +48,9 @@ def sidecar_path(path):
 # ----------------------------------------------------------------------------------------------------------------------
 # Atomic writes: a crash never leaves a truncated file under the final name.
 
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+
+
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path in the target folder; rename it onto `path` only if the block succeeds."""
@@ -60,9 +64,12 @@ def atomic_path(path):
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno in WRITE_ERRORS:  # e.g. a full disk: the old file is untouched
+            raise UsageError(f"writing {path} failed ({err.strerror}); free disk space and run the same command "
+                             f"again (finished batches are kept)") from None
         raise
 
 

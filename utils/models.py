@@ -112,20 +112,33 @@ def load_tokenizer(path, trust_remote_code=False):
     return tokenizer
 
 
-def load_model_and_tokenizer(spec, device="auto", dtype="auto", trust_remote_code=False, device_map=None):
+def cannot_load(spec, err):
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UsageError(f"cannot load model {spec.path!r} ({first}); pass a paper name ({', '.join(MODEL_REGISTRY)}), "
+                      f"a reachable hub id or a local model folder")
+
+
+def load_policy_tokenizer(spec, trust_remote_code=False):
+    """The policy's left-padding tokenizer alone: prompts can be checked before the weights are loaded."""
+    try:
+        return load_tokenizer(embedded_model_folder() if spec.embedded else spec.path, trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise cannot_load(spec, err)
+
+
+def load_model_and_tokenizer(spec, device="auto", dtype="auto", trust_remote_code=False, device_map=None,
+                             tokenizer=None):
     """The policy LLM in eval mode on `device` (or spread by `device_map`), and its left-padding tokenizer."""
     from transformers import AutoModelForCausalLM
     device = resolve_device("auto" if device_map else device)
     torch_dtype = resolve_dtype(dtype, device)
-    path = embedded_model_folder() if spec.embedded else spec.path
+    tokenizer = tokenizer or load_policy_tokenizer(spec, trust_remote_code)
     try:
-        tokenizer = load_tokenizer(path, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+        model = AutoModelForCausalLM.from_pretrained(embedded_model_folder() if spec.embedded else spec.path,
+                                                     dtype=torch_dtype, trust_remote_code=trust_remote_code,
                                                      device_map=device_map)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"cannot load model {spec.path!r} ({first}); pass a paper name "
-                         f"({', '.join(MODEL_REGISTRY)}), a reachable hub id or a local model folder")
+        raise cannot_load(spec, err)
     if device_map is None:
         model.to(device)
     model.eval()
@@ -166,6 +179,17 @@ def find_final_norm(model, known_paths=FINAL_NORM_PATHS):
         raise UsageError(f"cannot find the final norm of {type(model).__name__}; "
                          f"add its attribute path to utils.models.FINAL_NORM_PATHS")
     return candidates[-1]
+
+
+def config_hidden_size(spec, trust_remote_code=False):
+    """The LLM's hidden size from its config alone, to check a value model before loading weights (None: unknown)."""
+    from transformers import AutoConfig
+    path = embedded_model_folder() if spec.embedded else spec.path
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None  # loading the model reports it
+    return getattr(config.get_text_config(), "hidden_size", None)
 
 
 def hidden_size(model):

@@ -129,7 +129,7 @@ def load_value_model(stem):
 def check_value_model(value_model, model_name, hidden):
     """Refuse a value model trained on another LLM's states (or on states of another size)."""
     config = value_model.config
-    if config["input_dim"] != hidden:
+    if hidden is not None and config["input_dim"] != hidden:
         raise UsageError(f"the value model reads {config['input_dim']}-dim states but {model_name} has {hidden}; "
                          f"train one on this model's features (train_value_model.py)")
     trained_on = config.get("llm")
