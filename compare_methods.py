@@ -100,9 +100,11 @@ def main(argv=None):
     for run in runs:
         measure_reward.main(["--out_file", run, "--reward_model", args.reward_model, "--output_dir", args.output_dir,
                              "--overwrite", str(args.overwrite)] + (["--baseline", base] if run != base else []))
-        metrics.main(["--run_name", run, "--embedding_model", args.embedding_model, "--output_dir", args.output_dir])
+        metrics.main(["--run_name", run, "--embedding_model", args.embedding_model, "--output_dir", args.output_dir,
+                      "--overwrite", str(args.overwrite)])
         if judge and run != base:
-            gpt4_eval.main(["--run_name_red", run, "--run_name_blue", base, "--output_dir", args.output_dir]
+            gpt4_eval.main(["--run_name_red", run, "--run_name_blue", base, "--output_dir", args.output_dir,
+                            "--overwrite", str(args.overwrite)]
                            + (["--base_url", args.judge_base_url] if args.judge_base_url else []))
     # ------------------------------------------------------------------------------------------------------ save
     rows = gather(args.output_dir, f"{m}_{args.dataset_name}_", base, runs)

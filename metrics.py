@@ -14,7 +14,8 @@ Writes evaluations/{run_name}.json with the averages and one row per response.
 import os
 
 from utils import cli
-from utils.io import load_json, response_path, save_json, write_sidecar
+from utils.io import load_json, response_path, run_settings, save_json, write_sidecar
+from utils.runs import refuse_overwrite
 from utils.metrics import (SIMCSE_MODEL, coherence_scores, cut_at_next_turn, diversity, mean_and_se, prompt_text,
                            rep_n, word_tokenize)
 
@@ -33,6 +34,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    out = os.path.join(args.output_dir, "evaluations", f"{args.run_name}.json")
+    refuse_overwrite(out, run_settings(args), args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     records = load_json(response_path(args.output_dir, args.run_name), stage_hint="inference_intervention.py")
     # ------------------------------------------------------------------------------------------------------ run
@@ -48,7 +51,6 @@ def main(argv=None):
     summary = {k: mean_and_se([r[k] for r in rows])[0] for k in rows[0]}
     summary["diversity_se"] = mean_and_se([r["diversity"] for r in rows])[1]
     # ------------------------------------------------------------------------------------------------------ save
-    out = os.path.join(args.output_dir, "evaluations", f"{args.run_name}.json")
     save_json({"run": args.run_name, "tokenizer": sorted(tokenizers), "embedding_model": args.embedding_model,
                **summary, "rows": rows}, out)
     write_sidecar(out, args)

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from utils import cli
 from utils.features import load_sequences
-from utils.io import atomic_path, model_tag, new_figure, save_figure, value_model_stem
+from utils.io import atomic_path, model_tag, new_figure, run_settings, save_figure, value_model_stem
+from utils.runs import refuse_overwrite
 from utils.value_model import ValueModel, bellman_loss, save_value_model
 
 
@@ -83,6 +84,9 @@ def main(argv=None):
     from utils.models import resolve_device
     device = resolve_device(args.device)
     m = model_tag(args.model_name)
+    stem = value_model_stem(args.output_dir, m, args.dataset_name, args.lr)
+    settings = run_settings(args)
+    refuse_overwrite(stem + ".safetensors", settings, args.overwrite, description=stem + ".json")
     # ------------------------------------------------------------------------------------------------------ load
     train = load_sequences(args.output_dir, m, args.dataset_name, "train")
     test = load_sequences(args.output_dir, m, args.dataset_name, "test")
@@ -93,9 +97,8 @@ def main(argv=None):
     print(f"train: {len(train)} sequences, {train.num_steps} steps; test: {len(test)} sequences; "
           f"d = {train.dim}; terminal loss of predicting the mean train reward on test: {baseline:.4f}")
     # ------------------------------------------------------------------------------------------------------ train
-    stem = value_model_stem(args.output_dir, m, args.dataset_name, args.lr)
     description = dict(llm=args.model_name, dataset=args.dataset_name, lr=args.lr, num_train=len(train),
-                       baseline_terminal_loss=baseline)
+                       baseline_terminal_loss=baseline, settings=settings)
     rows = []
     progress = tqdm(range(1, args.epochs + 1), desc="epochs")
     for epoch in progress:

@@ -166,3 +166,51 @@ def test_unfinished_batches_of_other_settings_are_refused(tmp_path, tiny_llama_d
                                     "--overwrite", "True"))
     with open(response, "rb") as a, open(response + ".bak", "rb") as b:
         assert a.read() == b.read()
+
+
+class Crash(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("stage", ["reward_label", "measure_reward"])
+def test_ctrl_c_then_the_same_command_resumes_without_rescoring(tmp_path, monkeypatch, stage):
+    """Stages 2 and 5: a crash in the third batch (an exception outside Exception, like Ctrl-C's), then the same
+    command scores only the batches not yet saved."""
+    import json
+
+    import measure_reward
+    import reward_label
+    from utils.rewards import VaderReward
+    records = [{"prompt": f"User: q{i}\nAssistant:", "response": "", "results": text,
+                "conversation": f"Human: q{i}\n\nAssistant:"}
+               for i, text in enumerate(["great, thank you!", "this is awful", "fine", "I love it", "meh", "sad news",
+                                         "wonderful day", "terrible", "okay then", "happy to help"])]
+    module, relative = {"reward_label": (reward_label, os.path.join("features", f"m_{D}_labels_train.json")),
+                        "measure_reward": (measure_reward, os.path.join("final_reward", "red.json"))}[stage]
+    argv = {"reward_label": ["--model_name", "m", "--dataset_name", D, "--mode", "train", "--batch_size", "2"],
+            "measure_reward": ["--out_file", "red", "--batch_size", "2"]}[stage]
+    for name in ("whole", "interrupted"):
+        source = os.path.join(str(tmp_path), name, "features" if stage == "reward_label" else "response",
+                              f"m_{D}_response_train.json" if stage == "reward_label" else "red.json")
+        os.makedirs(os.path.dirname(source))
+        with open(source, "w") as f:
+            json.dump(records, f)
+    module.main(argv + ["--output_dir", str(tmp_path / "whole")])
+    original, calls, resumed = VaderReward.score_batch, [], False
+
+    def interrupted(self, texts):
+        calls.append(texts)
+        if len(calls) == 3 and not resumed:
+            raise Crash
+        return original(self, texts)
+    monkeypatch.setattr(VaderReward, "score_batch", interrupted)
+    out = str(tmp_path / "interrupted")
+    with pytest.raises(Crash):
+        module.main(argv + ["--output_dir", out])
+    assert not os.path.exists(os.path.join(out, relative))
+    calls.clear()
+    resumed = True
+    module.main(argv + ["--output_dir", out])
+    assert len(calls) == 5 - 2, "only the batches not saved are scored again"
+    with open(os.path.join(out, relative), "rb") as a, open(os.path.join(str(tmp_path / "whole"), relative), "rb") as b:
+        assert a.read() == b.read()

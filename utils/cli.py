@@ -163,5 +163,5 @@ def main_guard(main):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: run the same command again to resume (finished batches are kept)", file=sys.stderr)
         sys.exit(130)

@@ -18,11 +18,14 @@ from utils.cli import UsageError
 from utils.io import read_json_or_none, save_json, sidecar_path
 
 
-def refuse_overwrite(path, settings, overwrite):
-    """Refuse to replace `path` unless a run with the same settings made it (its .meta.json says so) or --overwrite."""
+def refuse_overwrite(path, settings, overwrite, description=None):
+    """Refuse to replace `path` unless a run with the same settings made it or --overwrite.
+
+    The settings are read from `description` (default: the file's .meta.json).
+    """
     if overwrite or not os.path.exists(path):
         return
-    previous = (read_json_or_none(sidecar_path(path)) or {}).get("settings")
+    previous = (read_json_or_none(description or sidecar_path(path)) or {}).get("settings")
     if previous == settings:
         return
     if previous is None:
