@@ -129,11 +129,11 @@ class SequenceData:
                              f"re-run get_activations_only.py (a float16 overflow: try --feature_dtype float32)")
         return features, self.lengths[sequence_ids], self.labels[sequence_ids]
 
-    def check_finite(self, name, rows_per_read=65536):
+    def check_finite(self, name, rows_per_read=8192):
         """One streamed pass: refuse NaN or inf before any training starts."""
         for first in range(0, self.num_steps, rows_per_read):
             block = self.rows.read([(first, min(rows_per_read, self.num_steps - first))])
-            if not torch.isfinite(block.float()).all():
+            if not torch.isfinite(block).all():
                 raise UsageError(f"{name}: the features contain NaN or inf (rows from {first}); re-run "
                                  f"get_activations_only.py (a float16 overflow: try --feature_dtype float32)")
 
