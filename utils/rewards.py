@@ -108,6 +108,9 @@ class TransformerReward(RewardModel):
         super().__init__(batch_size)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         self.name = path
+        if path.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(path)):
+            raise UsageError(f"cannot load reward model {path!r}: no such folder; pass 'vader', a hub id or the "
+                             f"folder of a sequence-classification or UltraRM model")
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         try:
