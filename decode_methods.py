@@ -15,11 +15,11 @@ from utils import cli
 from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.features import load_sequences
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
-from utils.io import model_tag, response_path, run_settings, save_json, value_model_stem, write_sidecar
+from utils.io import model_tag, response_path, run_settings, value_model_stem
 from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.rewards import load_reward_model
-from utils.runs import BatchRun, refuse_overwrite
+from utils.runs import refuse_overwrite
 from utils.value_model import check_value_model, load_value_model
 
 METHODS = ("static_re", "best_of_n", "args", "cd_prefix")
@@ -82,7 +82,7 @@ def main(argv=None):
                                          args.trust_remote_code)
         if args.method == "args" and args.reward_model != "vader":
             print(f"note: ARGS scores text: each prefix is re-tokenized by {args.reward_model}'s tokenizer")
-    # ------------------------------------------------------------------------------------------------------ run
+    # ------------------------------------------------------------------------------------------------------ run + save
     def decode_batch(texts, conversations):
         if args.method == "static_re":
             config = generation_config(model, tokenizer, args.max_new_tokens)
@@ -95,20 +95,10 @@ def main(argv=None):
                                args.max_new_tokens, add_special)
         return cd_prefix_decode(model, tokenizer, texts, value_model, args.num_candidates, args.block_size,
                                 args.max_new_tokens, args.temperature, 50, args.top_p, add_special)
-    run, records, seconds = answer_prompts(prompts, tokenizer, args.batch_size, add_special, decode_batch,
-                                           f"generating ({args.method})",
-                                           lambda n: BatchRun(out, settings, n, args.overwrite), args.seed)
+    answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({args.method})", out, settings,
+                   method=args.method, prompting=args.prompting)
     if hook:
         hook.remove()
-    if records is None:
-        return  # another process writes the responses
-    # ------------------------------------------------------------------------------------------------------ save
-    save_json(records, out)
-    write_sidecar(out, args, settings, method=args.method, seconds=round(seconds, 3), num_prompts=len(records),
-                  prompting=args.prompting)
-    run.finish()
-    print(f"{len(records)} responses in {seconds:.1f} s -> {out}")
-
 
 if __name__ == "__main__":
     cli.main_guard(main)

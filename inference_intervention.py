@@ -18,10 +18,10 @@ from utils import cli
 from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention, default_settings
-from utils.io import model_tag, response_path, run_settings, save_json, value_model_stem, write_sidecar
+from utils.io import model_tag, response_path, run_settings, value_model_stem
 from utils.models import (config_hidden_size, hidden_size, load_model_and_tokenizer, load_policy_tokenizer,
                           resolve_model)
-from utils.runs import BatchRun, refuse_overwrite
+from utils.runs import refuse_overwrite
 from utils.value_model import check_value_model, load_value_model
 
 
@@ -77,7 +77,7 @@ def main(argv=None):
     prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
     model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
                                                 args.device_map, tokenizer)
-    # ------------------------------------------------------------------------------------------------------ run
+    # ------------------------------------------------------------------------------------------------------ run + save
     config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
     add_special = not spec.chat_template
     hook = None
@@ -87,21 +87,13 @@ def main(argv=None):
 
     def decode_batch(texts, conversations):
         return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
-    run, records, seconds = answer_prompts(prompts, tokenizer, args.batch_size, add_special, decode_batch,
-                                           f"generating ({'RE-Control' if hook else 'base'})",
-                                           lambda n: BatchRun(out, settings, n, args.overwrite), args.seed)
+    answer_prompts(args, prompts, tokenizer, add_special, decode_batch,
+                   f"generating ({'RE-Control' if hook else 'base'})", out, settings,
+                   method="RE-Control" if hook else "base", step_size=args.lr if hook else None,
+                   num_updates=args.epochs if hook else None, prompting=args.prompting,
+                   value_model=value_model.config if value_model else None)
     if hook:
         hook.remove()
-    if records is None:
-        return  # another process writes the responses
-    # ------------------------------------------------------------------------------------------------------ save
-    save_json(records, out)
-    write_sidecar(out, args, settings, method="RE-Control" if hook else "base", seconds=round(seconds, 3),
-                  num_prompts=len(records), step_size=args.lr if hook else None,
-                  num_updates=args.epochs if hook else None, prompting=args.prompting,
-                  value_model=value_model.config if value_model else None)
-    run.finish()
-    print(f"{len(records)} responses in {seconds:.1f} s -> {out}")
 
 
 if __name__ == "__main__":

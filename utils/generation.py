@@ -59,18 +59,19 @@ def decode_rows(tokenizer, prompt_ids, tokens, mask):
     return responses, results
 
 
-def answer_prompts(prompts, tokenizer, batch_size, add_special_tokens, decode_batch, desc, run_for, seed=0):
-    """decode_batch(texts, conversations) -> (responses, results) over length-sorted batches, through a BatchRun
-    (run_for(number of batches)), so a crashed run resumes and `accelerate launch` shares the batches.
+def answer_prompts(args, prompts, tokenizer, add_special_tokens, decode_batch, desc, out, settings, **description):
+    """Stage 4 and the comparison methods: decode_batch(texts, conversations) -> (responses, results) over
+    length-sorted batches, each saved as it finishes (a crashed run resumes; `accelerate launch` shares the batches),
+    then the records in the prompts' order written to `out` with a .meta.json (settings, seconds, `description`).
 
-    Returns (run, the stage-4 records in the prompts' order, seconds spent decoding); the records are None in the
-    processes that do not write the output.
+    Returns the records, or None in the processes that do not write the output.
     """
-    from utils.runs import seed_batch
-    batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, batch_size, add_special_tokens)
-    run = run_for(len(batches))
+    from utils.io import save_json, write_sidecar
+    from utils.runs import BatchRun, seed_batch
+    batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, args.batch_size, add_special_tokens)
+    run = BatchRun(out, settings, len(batches), args.overwrite)
     for i in run.progress(desc):
-        seed_batch(seed, i)
+        seed_batch(args.seed, i)
         start = time.time()
         responses, results = decode_batch([prompts[j]["prompt"] for j in batches[i]],
                                           [prompts[j]["conversation"] for j in batches[i]])
@@ -78,10 +79,14 @@ def answer_prompts(prompts, tokenizer, batch_size, add_special_tokens, decode_ba
                     "conversation": prompts[j]["conversation"]} for k, j in enumerate(batches[i])]
         run.save(i, {"records": records, "seconds": time.time() - start})
     if not run.merging():
-        return run, None, None
+        return None
     records, seconds = [None] * len(prompts), 0.0
     for batch, part in zip(batches, run.results()):
         seconds += part["seconds"]
         for j, record in zip(batch, part["records"]):
             records[j] = record
-    return run, records, seconds
+    save_json(records, out)
+    write_sidecar(out, args, settings, seconds=round(seconds, 3), num_prompts=len(records), **description)
+    run.finish()
+    print(f"{len(records)} responses in {seconds:.1f} s of decoding -> {out}")
+    return records
