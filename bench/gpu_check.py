@@ -1,0 +1,177 @@
+"""GPU check: RE-Control and stage-1 capture overhead on a randomly initialised Llama-3-8B-shaped model in bf16.
+
+From the repository root (bench/gpu_check.sh runs this with the venv's python):
+    bash bench/gpu_check.sh                  # CUDA: -> bench/gpu_results.json, bench/gpu_results.md
+    bash bench/gpu_check.sh --tiny           # small random config on CPU, a smoke test -> bench/gpu_results_tiny.*
+    bash bench/gpu_check.sh --skip_original  # without the original all-positions autograd edit
+    bash bench/gpu_check.sh --repeats 7
+
+Settings: hidden 4096, 32 layers, 32 heads, 8 KV heads, intermediate 14336, vocab 128256, rope_theta 500000, built
+directly in bfloat16 on cuda (no download); batch 16 random prompts of 180-220 tokens, left-padded; 128 new tokens
+forced (min_new_tokens = max_new_tokens); greedy; use_cache. RE-Control: ValueIntervention(step 0.5, 30 updates) with
+a random ValueModel(4096, 4096, 3); capture: ActivationCapture(float16); original: bench/original_edit.py (in bf16,
+the model's dtype, as the original did, so its tokens are not expected to equal ours here). Median of --repeats rounds,
+variants interleaved, one warm-up round, torch.cuda.synchronize() around every timing; then one pass per variant for
+torch.cuda.max_memory_allocated. The paper reports RE-Control at 1.42x the base's time; the target here is <= 1.15x.
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import (ROOT, command_line, environment_lines, forced_config, malloc_for_memory,  # noqa: E402
+                          ids_tokenizer, interleaved, median, peak_extra_mb, record, sync_for, write_results)
+from bench.original_edit import OriginalEdit  # noqa: E402
+from utils.intervention import ActivationCapture, ValueIntervention  # noqa: E402
+from utils.value_model import ValueModel  # noqa: E402
+
+STEP_SIZE, NUM_UPDATES = 0.5, 30
+LLAMA3_8B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                 intermediate_size=14336, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192,
+                 rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=128001, pad_token_id=128001)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+            vocab_size=512, max_position_embeddings=256, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+FULL_RUN = dict(device="cuda", batch_size=16, prompt_lengths=(180, 220), new_tokens=128)
+TINY_RUN = dict(device="cpu", batch_size=4, prompt_lengths=(16, 24), new_tokens=8)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="small random config on CPU (smoke test)")
+    parser.add_argument("--repeats", type=int, default=5, help="counted rounds; the median is reported")
+    parser.add_argument("--skip_original", action="store_true", help="do not run the original edit")
+    return parser.parse_args()
+
+
+def build_model(config_kwargs, device, dtype):
+    """A randomly initialised LlamaForCausalLM, created directly on `device` in `dtype` (no hub access)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**config_kwargs), dtype=dtype)
+    return model.eval()
+
+
+def random_prompts(batch_size, lengths, vocab_low, vocab_high, pad_id, device):
+    """Random token ids, row lengths spread over `lengths`, left-padded: (input_ids, attention_mask)."""
+    gen = torch.Generator().manual_seed(0)
+    lo, hi = lengths
+    sizes = [lo + round((hi - lo) * i / max(batch_size - 1, 1)) for i in range(batch_size)]
+    ids = torch.full((batch_size, hi), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch_size, hi), dtype=torch.long)
+    for row, n in enumerate(sizes):
+        ids[row, hi - n:] = torch.randint(vocab_low, vocab_high, (n,), generator=gen)
+        mask[row, hi - n:] = 1
+    return ids.to(device), mask.to(device)
+
+
+def main():
+    args = parse_args()
+    run = TINY_RUN if args.tiny else FULL_RUN
+    device = torch.device(run["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run on a GPU machine, or pass --tiny for the CPU smoke test")
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+        malloc_for_memory()  # RSS-based peaks (timings of the smoke test do not matter)
+    dtype = torch.bfloat16
+    config_kwargs = TINY if args.tiny else LLAMA3_8B
+    stem = os.path.join(ROOT, "bench", "gpu_results_tiny" if args.tiny else "gpu_results")
+
+    model = build_model(config_kwargs, device, dtype)
+    d = config_kwargs["hidden_size"]
+    pad, eos = config_kwargs["pad_token_id"], config_kwargs["eos_token_id"]
+    input_ids, attention_mask = random_prompts(run["batch_size"], run["prompt_lengths"], 2 if args.tiny else 1000,
+                                               config_kwargs["vocab_size"] - (0 if args.tiny else 1000), pad, device)
+    config = forced_config(model, ids_tokenizer(pad, eos), run["new_tokens"])
+    torch.manual_seed(0)
+    value_model = ValueModel(d, d, 3).eval()
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters, {dtype}, {device}; "
+          f"prompts {tuple(input_ids.shape)} left-padded, {run['new_tokens']} new tokens")
+
+    kept = {}
+
+    @torch.no_grad()
+    def plain():
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+        return out[:, input_ids.shape[1]:]
+
+    def capture():
+        with ActivationCapture(model, dtype=torch.float16) as cap:
+            tokens = plain()
+            kept["capture"] = cap.pop().nbytes
+        return tokens
+
+    def recontrol():
+        with ValueIntervention(model, value_model, STEP_SIZE, NUM_UPDATES):
+            return plain()
+
+    def original():
+        with OriginalEdit(model, value_model, STEP_SIZE, NUM_UPDATES):
+            return plain()
+
+    variants = {"plain": plain, "capture": capture, "recontrol": recontrol}
+    if not args.skip_original:
+        variants["original"] = original
+
+    sync = sync_for(device)
+    print(f"timing: {args.repeats} counted rounds + 1 warm-up, variants interleaved: {', '.join(variants)}")
+    times, outputs, _ = interleaved(variants, args.repeats, sync=sync)
+    for name, tokens in outputs.items():
+        assert tokens[0].shape == (run["batch_size"], run["new_tokens"]), (name, tokens[0].shape)
+    med = {name: median(t) for name, t in times.items()}
+
+    print("memory: each variant once")
+    extra, peak_gb = {}, {}
+    for name, fn in variants.items():
+        _, extra[name] = peak_extra_mb(fn, device)
+        if device.type == "cuda":
+            peak_gb[name] = torch.cuda.max_memory_allocated() / 1024 ** 3
+        print(f"  {name}: peak {extra[name]:.1f} MB above the memory before it"
+              + (f", max_memory_allocated {peak_gb[name]:.2f} GB" if name in peak_gb else ""))
+
+    records = [
+        record("recontrol_over_plain_time", med["recontrol"] / med["plain"], 1.15, "x", "lower"),
+        record("capture_over_plain_time", med["capture"] / med["plain"], 1.05, "x", "lower"),
+        record("recontrol_over_plain_time_paired",
+               median([r / p for r, p in zip(times["recontrol"], times["plain"])]), None, "x", "lower"),
+    ]
+    if "original" in variants:
+        records += [record("original_over_plain_time", med["original"] / med["plain"], None, "x", "lower"),
+                    record("original_over_recontrol_time", med["original"] / med["recontrol"], None, "x", "higher")]
+    records += [record(f"{name}_median_time", med[name], None, "s", "lower") for name in variants]
+    unit = "MB" if device.type == "cuda" else "MB (RSS)"
+    records += [record(f"{name}_peak_mem_extra", extra[name], None, unit, "lower") for name in variants]
+    records += [record(f"{name}_max_memory_allocated", peak_gb[name], None, "GB", "lower") for name in peak_gb]
+    records.append(record("capture_kept_bytes", kept["capture"], None, "bytes", "lower"))
+
+    shape = ", ".join(f"{k} {v}" for k, v in config_kwargs.items() if not k.endswith("token_id"))
+    header = [
+        "# RE-Control GPU check" + (" (--tiny smoke test on CPU)" if args.tiny else ""),
+        "",
+        f"Command: `{command_line()}` (from the repository root)",
+        "",
+        f"- model: random LlamaForCausalLM ({shape}) in {dtype} on {device}",
+        f"- batch {run['batch_size']} random prompts of {run['prompt_lengths'][0]}-{run['prompt_lengths'][1]} "
+        f"tokens, left-padded; {run['new_tokens']} new tokens forced (min_new_tokens = max_new_tokens); greedy; "
+        f"use_cache=True",
+        f"- RE-Control: step size {STEP_SIZE}, {NUM_UPDATES} updates, ValueModel({d}, {d}, 3) random (seed 0); "
+        "the paper's RE-Control/base time: 1.42x",
+        f"- timing: median of {args.repeats} rounds, variants interleaved ({', '.join(variants)}), one uncounted "
+        "warm-up round, synchronised; memory: one more pass per variant, peak minus memory just before",
+    ] + environment_lines(device)
+    if args.tiny:
+        header.insert(2, "A smoke test of the script: on a model this small the hooks' fixed costs dominate, so the "
+                         "times, ratios and targets below mean nothing.\n")
+    table = write_results(records, stem, header)
+    print("\n" + table)
+    print(f"\nwrote {os.path.relpath(stem, ROOT)}.json and .md")
+
+
+if __name__ == "__main__":
+    main()

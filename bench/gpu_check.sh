@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# RE-Control overhead on a random Llama-3-8B-shaped model in bf16 on a CUDA GPU: see bench/gpu_check.py.
+#   bash bench/gpu_check.sh            # GPU -> bench/gpu_results.json, bench/gpu_results.md
+#   bash bench/gpu_check.sh --tiny     # CPU smoke test -> bench/gpu_results_tiny.json, .md
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=python3
+if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec "$PYTHON" bench/gpu_check.py "$@"
