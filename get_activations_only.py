@@ -71,22 +71,21 @@ def capture_split(args, model, tokenizer, spec, prompts, split, run_for):
             records = [{"prompt": prompts[batches[i][j // k]]["prompt"], "response": responses[j],
                         "results": results[j], "conversation": prompts[batches[i][j // k]]["conversation"]}
                        for j in range(len(prompt_ids))]
-            run.save(i, {"rows": rows, "records": records, "seconds": time.time() - start},
-                     {"features": states[mask].cpu(), "mask": mask.cpu()})
+            run.save(i, {"rows": rows, "lengths": mask.sum(1).tolist(), "records": records,
+                         "seconds": time.time() - start}, {"features": states[mask].cpu()})
     return run, batches, len(prompts) * k
 
 
 def merge_split(args, run, num_rows, paths, metadata):
     """Write the split's files in the prompts' order from the saved batches, one batch in memory at a time."""
     parts = run.results()
-    masks = torch.zeros(num_rows, args.max_new_tokens, dtype=torch.bool)
+    lengths = torch.zeros(num_rows, dtype=torch.long)
     records = [None] * num_rows
-    for i, part in enumerate(parts):
-        mask = run.load_tensors(i)["mask"]
-        masks[part["rows"], :mask.shape[1]] = mask
+    for part in parts:
+        lengths[part["rows"]] = torch.tensor(part["lengths"])
         for row, record in zip(part["rows"], part["records"]):
             records[row] = record
-    lengths = masks.sum(1)
+    masks = torch.arange(args.max_new_tokens) < lengths[:, None]  # valid steps are a prefix of each response
     offsets = (torch.cumsum(lengths, 0) - lengths).tolist()
 
     def blocks():

@@ -4,6 +4,9 @@ import time
 import torch
 from transformers import GenerationConfig
 
+from utils.io import save_json, write_sidecar
+from utils.runs import BatchRun, seed_batch
+
 
 def eos_ids(model, tokenizer):
     ids = model.generation_config.eos_token_id
@@ -66,8 +69,6 @@ def answer_prompts(args, prompts, tokenizer, add_special_tokens, decode_batch, d
 
     Returns the records, or None in the processes that do not write the output.
     """
-    from utils.io import save_json, write_sidecar
-    from utils.runs import BatchRun, seed_batch
     batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, args.batch_size, add_special_tokens)
     run = BatchRun(out, settings, len(batches), args.overwrite)
     for i in run.progress(desc):

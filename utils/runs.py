@@ -12,9 +12,11 @@ import shutil
 import sys
 import time
 
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from utils.cli import UsageError
+from utils.cli import UsageError, set_seed
+from utils.features import save_safetensors
 from utils.io import read_json_or_none, save_json, sidecar_path
 
 
@@ -92,7 +94,6 @@ class BatchRun:
     def save(self, i, result, tensors=None):
         """Keep batch i's result (JSON-able) and tensors; the batch counts as done once this returns."""
         if tensors is not None:
-            from utils.features import save_safetensors
             save_safetensors(tensors, self.path(i, "safetensors"))
         save_json(result, self.path(i, "json"))
 
@@ -101,7 +102,6 @@ class BatchRun:
             return json.load(f)
 
     def load_tensors(self, i):
-        from safetensors.torch import load_file
         return load_file(self.path(i, "safetensors"))
 
     def merging(self):
@@ -122,5 +122,4 @@ class BatchRun:
 
 def seed_batch(seed, index):
     """Seed batch `index` on its own, so a sampled batch is the same whichever batches ran before it (resume, sharding)."""
-    from utils.cli import set_seed
     set_seed((seed * 1_000_003 + index) % 2 ** 32)
