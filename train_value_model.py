@@ -10,6 +10,14 @@ Loss per batch of sequences = [sum over consecutive valid steps (V(o_t) - V(o_{t
 + sum over sequences (V(o_T) - r)^2] / batch size, with T the last valid step and r the reward label.
 Writes trained_model/value_model_{m}_{d}_{lr}.safetensors (+ .json: architecture, LLM, feature size), a checkpoint
 _{epoch} every 10 epochs, and the loss curves as _log.csv and _loss.png.
+
+Levers beyond the paper (each default keeps the paper's behaviour):
+    --td_lambda 1                    regress every valid step on the final reward (the Monte-Carlo end of TD(lambda))
+    --val_fraction 0.1 --early_stopping True
+                                     hold out 10% of the training prompts; keep the epoch with the lowest validation
+                                     Monte-Carlo error (never the test split)
+    --standardize_rewards True       train on (r - mean) / std; the saved model is folded back to reward units
+    --value_model PATH               save under PATH (no extension) instead of the original name, e.g. for sweeps
 """
 import csv
 import math
@@ -19,9 +27,10 @@ from tqdm.auto import tqdm
 
 from utils import cli
 from utils.features import load_sequences
-from utils.io import atomic_path, model_tag, new_figure, run_settings, save_figure, value_model_stem
+from utils.io import (atomic_path, features_path, load_json, model_tag, new_figure, run_settings, save_figure,
+                      value_model_stem)
 from utils.runs import refuse_overwrite
-from utils.value_model import ValueModel, bellman_loss, save_value_model
+from utils.value_model import ValueModel, bellman_loss, fold_output_affine, monte_carlo_error, save_value_model
 
 
 def parse_args(argv=None):
@@ -38,29 +47,72 @@ def parse_args(argv=None):
     parser.add_argument("--weight_decay", type=cli.nonnegative_float, default=0.0, help="Adam weight decay")
     parser.add_argument("--detach_target", type=cli.str2bool, default=True,
                         help="stop the gradient through V(o_{t+1}) (False = the original training loss)")
+    parser.add_argument("--td_lambda", type=cli.unit_float, default=0.0,
+                        help="value target: 0 = the paper's TD(0) (V(o_t) -> V(o_{t+1})); 1 = every valid step "
+                             "regressed on the final reward (Monte Carlo); between: the undiscounted lambda-return")
+    parser.add_argument("--val_fraction", type=cli.unit_float, default=0.0,
+                        help="fraction of the training PROMPTS (all their responses) held out as a validation slice; "
+                             "its Monte-Carlo error is logged every epoch")
+    parser.add_argument("--early_stopping", type=cli.str2bool, default=False,
+                        help="keep the epoch with the lowest validation Monte-Carlo error (needs --val_fraction > 0) "
+                             "instead of the last one")
+    parser.add_argument("--standardize_rewards", type=cli.str2bool, default=False,
+                        help="train on standardised rewards (train mean 0, std 1); the saved model is folded back "
+                             "to reward units, so step sizes keep their meaning")
+    parser.add_argument("--eval_split", type=str, default="test",
+                        help="split whose loss is reported every epoch (never used for a choice)")
+    parser.add_argument("--value_model", type=str, default=None,
+                        help="save the value model under this path (no extension) instead of "
+                             "trained_model/value_model_{m}_{d}_{lr}")
     parser.add_argument("--checkpoint_every", type=cli.positive_int, default=10, help="save a checkpoint every N epochs")
     parser.add_argument("--device", type=str, default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index")
     parser.add_argument("--seed", type=int, default=0, help="random seed (initialisation, shuffling)")
     parser.add_argument("--num_threads", type=cli.positive_int, default=None, help="torch CPU threads")
     cli.add_output_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.early_stopping and not args.val_fraction:
+        parser.error("--early_stopping True needs a validation slice: pass --val_fraction (e.g. 0.1)")
+    return args
 
 
-def run_epoch(model, data, batch_size, device, optimizer=None, detach_target=True, generator=None):
-    """Mean per-sequence (loss, td, terminal) over the split; one optimizer step per batch if training."""
+LOSS_PARTS = ("loss", "td", "terminal", "mc")
+
+
+def run_epoch(model, data, batch_size, device, optimizer=None, detach_target=True, generator=None, td_lambda=0.0,
+              scale=1.0, shift=0.0):
+    """Mean per-sequence (loss, td, terminal, Monte-Carlo error) over the split; one optimizer step per batch if
+    training. The model's output is read as scale * V + shift (reward standardisation)."""
     order = torch.randperm(len(data), generator=generator) if optimizer else torch.arange(len(data))
-    totals = torch.zeros(3)
+    totals = torch.zeros(len(LOSS_PARTS))
     for start in range(0, len(data), batch_size):
         ids = order[start:start + batch_size]
         states, lengths, rewards = data.batch(ids)
+        lengths, rewards = lengths.to(device), rewards.to(device)
         with torch.set_grad_enabled(optimizer is not None):
-            parts = bellman_loss(model(states.to(device)), lengths.to(device), rewards.to(device), detach_target)
+            values = model(states.to(device))
+            if (scale, shift) != (1.0, 0.0):
+                values = values * scale + shift
+            parts = bellman_loss(values, lengths, rewards, detach_target, td_lambda)
         if optimizer:
             optimizer.zero_grad()
             parts[0].backward()
             optimizer.step()
-        totals += torch.tensor([p.item() for p in parts]) * len(ids)
+        parts = [p.item() for p in parts] + [monte_carlo_error(values.detach(), lengths, rewards).item()]
+        totals += torch.tensor(parts) * len(ids)
     return (totals / len(data)).tolist()
+
+
+def split_by_prompt(data, records, fraction, seed):
+    """(train, validation): a seeded `fraction` of the distinct prompts, with all their responses, held out."""
+    prompts = sorted({r["prompt"] for r in records})
+    held = int(round(fraction * len(prompts)))
+    if held < 1 or held >= len(prompts):
+        raise cli.UsageError(f"--val_fraction {fraction} of {len(prompts)} training prompts leaves an empty slice; "
+                             f"choose a fraction that holds out at least one prompt and keeps one")
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
+    validation = {prompts[i] for i in order[:held]}
+    is_val = torch.tensor([r["prompt"] in validation for r in records])
+    return data.subset(torch.nonzero(~is_val).squeeze(1)), data.subset(torch.nonzero(is_val).squeeze(1))
 
 
 def plot_losses(rows, path, baseline):
@@ -69,9 +121,11 @@ def plot_losses(rows, path, baseline):
     ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
     ax.plot(epochs, [r["test_loss"] for r in rows], label="test")
     ax.plot(epochs, [r["test_terminal"] for r in rows], "--", label="test, terminal part")
+    if "val_mc" in rows[0]:
+        ax.plot(epochs, [r["val_mc"] for r in rows], label="validation, Monte-Carlo error")
     ax.axhline(baseline, color="gray", linestyle=":", label="terminal part of predicting the mean reward")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("Bellman loss per sequence")
+    ax.set_ylabel("loss per sequence")
     ax.set_yscale("log")
     ax.legend()
     ax.set_title("value model training")
@@ -84,48 +138,74 @@ def main(argv=None):
     from utils.models import resolve_device
     device = resolve_device(args.device)
     m = model_tag(args.model_name)
-    stem = value_model_stem(args.output_dir, m, args.dataset_name, args.lr)
+    stem = args.value_model or value_model_stem(args.output_dir, m, args.dataset_name, args.lr)
+    stem = stem.removesuffix(".safetensors")
     settings = run_settings(args)
     refuse_overwrite(stem + ".safetensors", settings, args.overwrite, description=stem + ".json")
     # ------------------------------------------------------------------------------------------------------ load
     train = load_sequences(args.output_dir, m, args.dataset_name, "train")
-    test = load_sequences(args.output_dir, m, args.dataset_name, "test")
+    test = load_sequences(args.output_dir, m, args.dataset_name, args.eval_split)
+    validation = None
+    if args.val_fraction:
+        records = load_json(features_path(args.output_dir, m, args.dataset_name, "response", "train"),
+                            "get_activations_only.py")
+        if len(records) != len(train):
+            raise cli.UsageError(f"{len(records)} training responses for {len(train)} feature sequences; re-run "
+                                 f"get_activations_only.py")
+        train, validation = split_by_prompt(train, records, args.val_fraction, args.seed)
+    scale, shift = 1.0, 0.0
+    if args.standardize_rewards:
+        shift, scale = train.labels.mean().item(), train.labels.std().item() or 1.0
     model = ValueModel(train.dim, args.hidden_dim or train.dim, args.num_layers).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
     baseline = ((test.labels - train.labels.mean()) ** 2).mean().item()
-    print(f"train: {len(train)} sequences, {train.num_steps} steps; test: {len(test)} sequences; "
-          f"d = {train.dim}; terminal loss of predicting the mean train reward on test: {baseline:.4f}")
+    print(f"train: {len(train)} sequences, {train.num_steps} steps"
+          + (f"; validation: {len(validation)} sequences" if validation else "")
+          + f"; {args.eval_split}: {len(test)} sequences; d = {train.dim}; terminal loss of predicting the mean train "
+            f"reward on {args.eval_split}: {baseline:.4f}")
     # ------------------------------------------------------------------------------------------------------ train
     description = dict(llm=args.model_name, dataset=args.dataset_name, lr=args.lr, num_train=len(train),
                        baseline_terminal_loss=baseline, settings=settings)
-    rows = []
+    rows, best = [], None
     progress = tqdm(range(1, args.epochs + 1), desc="epochs")
     for epoch in progress:
         model.train()
-        train_parts = run_epoch(model, train, args.batch_size, device, optimizer, args.detach_target, generator)
+        train_parts = run_epoch(model, train, args.batch_size, device, optimizer, args.detach_target, generator,
+                                args.td_lambda, scale, shift)
         model.eval()
-        test_parts = run_epoch(model, test, args.batch_size, device)
-        if not all(math.isfinite(x) for x in train_parts + test_parts):
+        splits = {"train": train_parts,
+                  "test": run_epoch(model, test, args.batch_size, device, td_lambda=args.td_lambda, scale=scale,
+                                    shift=shift)}
+        if validation:
+            splits["val"] = run_epoch(model, validation, args.batch_size, device, td_lambda=args.td_lambda,
+                                      scale=scale, shift=shift)
+        if not all(math.isfinite(x) for parts in splits.values() for x in parts):
             raise cli.UsageError(f"the loss became NaN or inf at epoch {epoch}; lower --lr or check the features")
-        rows.append(dict(epoch=epoch, **{f"train_{k}": v for k, v in zip(("loss", "td", "terminal"), train_parts)},
-                         **{f"test_{k}": v for k, v in zip(("loss", "td", "terminal"), test_parts)}))
-        progress.write(f"epoch {epoch:4d}  train loss {train_parts[0]:.5f}  test loss {test_parts[0]:.5f} "
-                       f"(td {test_parts[1]:.5f}, terminal {test_parts[2]:.5f})")
+        rows.append(dict(epoch=epoch, **{f"{split}_{k}": v for split, parts in splits.items()
+                                         for k, v in zip(LOSS_PARTS, parts)}))
+        if args.early_stopping and (best is None or rows[-1]["val_mc"] < best[0]["val_mc"]):
+            best = rows[-1], fold_output_affine(model, scale, shift)
+        progress.write(f"epoch {epoch:4d}  train loss {train_parts[0]:.5f}  test loss {splits['test'][0]:.5f} "
+                       f"(td {splits['test'][1]:.5f}, terminal {splits['test'][2]:.5f})"
+                       + (f"  validation MC error {splits['val'][3]:.5f}" if validation else ""))
         if epoch % args.checkpoint_every == 0 and epoch != args.epochs:
-            save_value_model(model, f"{stem}_{epoch}", epoch=epoch, test_loss=test_parts[0], **description)
+            save_value_model(fold_output_affine(model, scale, shift), f"{stem}_{epoch}", epoch=epoch,
+                             test_loss=splits["test"][0], **description)
     # ------------------------------------------------------------------------------------------------------ save
-    last = rows[-1]
-    save_value_model(model, stem, epoch=args.epochs, test_loss=last["test_loss"],
-                     test_terminal_loss=last["test_terminal"], **description)
+    kept, final = best if best else (rows[-1], fold_output_affine(model, scale, shift))
+    save_value_model(final, stem, epoch=kept["epoch"], test_loss=kept["test_loss"],
+                     test_terminal_loss=kept["test_terminal"], test_mc_error=kept["test_mc"],
+                     val_mc_error=kept.get("val_mc"), **description)
     with atomic_path(stem + "_log.csv") as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
     plot_losses(rows, stem + "_loss.png", baseline)
-    print(f"value model -> {stem}.safetensors (test loss {last['test_loss']:.5f}, terminal {last['test_terminal']:.5f}"
-          f" vs {baseline:.5f} for the mean)")
+    print(f"value model (epoch {kept['epoch']}"
+          + (f", lowest validation MC error {kept['val_mc']:.5f}" if best else "") + f") -> {stem}.safetensors "
+          f"(test loss {kept['test_loss']:.5f}, terminal {kept['test_terminal']:.5f} vs {baseline:.5f} for the mean)")
 
 
 if __name__ == "__main__":

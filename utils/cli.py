@@ -22,7 +22,7 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
 
 
-def _bounded(kind, low, inclusive):
+def _bounded(kind, low, inclusive, high=None):
     def parse(value):
         try:
             number = kind(value)
@@ -31,6 +31,8 @@ def _bounded(kind, low, inclusive):
         if number < low or (number == low and not inclusive):
             relation = ">=" if inclusive else ">"
             raise argparse.ArgumentTypeError(f"must be {relation} {low}, got {value}")
+        if high is not None and number > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return number
     parse.__name__ = kind.__name__
     return parse
@@ -40,6 +42,17 @@ positive_int = _bounded(int, 1, True)
 nonnegative_int = _bounded(int, 0, True)
 nonnegative_float = _bounded(float, 0.0, True)
 positive_float = _bounded(float, 0.0, False)
+unit_float = _bounded(float, 0.0, True, high=1.0)
+
+
+def float_list(value):
+    """'0.5,1,2' -> [0.5, 1.0, 2.0] (each >= 0)."""
+    return [nonnegative_float(v) for v in value.split(",") if v.strip()]
+
+
+def int_list(value):
+    """'10,20' -> [10, 20] (each >= 0)."""
+    return [nonnegative_int(v) for v in value.split(",") if v.strip()]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -103,11 +103,18 @@ class SequenceData:
     rows: object            # FeatureFile or TensorRows: [sum(lengths), d]
     lengths: torch.Tensor   # [N] valid steps per sequence
     labels: torch.Tensor    # [N] reward of each sequence
+    offsets: torch.Tensor = None  # [N] first row of each sequence (default: back to back from row 0)
 
     def __post_init__(self):
         if isinstance(self.rows, torch.Tensor):
             self.rows = TensorRows(self.rows)
-        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
+        if self.offsets is None:
+            self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
+
+    def subset(self, sequence_ids):
+        """The sequences `sequence_ids` (a LongTensor), reading the same rows."""
+        return SequenceData(self.rows, self.lengths[sequence_ids], self.labels[sequence_ids],
+                            self.offsets[sequence_ids])
 
     def __len__(self):
         return self.lengths.numel()
@@ -118,7 +125,7 @@ class SequenceData:
 
     @property
     def num_steps(self):
-        return self.rows.shape[0]
+        return int(self.lengths.sum())
 
     def batch(self, sequence_ids):
         """(float32 features of the sequences' valid steps back to back, their lengths, their labels)."""
@@ -131,8 +138,9 @@ class SequenceData:
 
     def check_finite(self, name, rows_per_read=8192):
         """One streamed pass: refuse NaN or inf before any training starts."""
-        for first in range(0, self.num_steps, rows_per_read):
-            block = self.rows.read([(first, min(rows_per_read, self.num_steps - first))])
+        total = self.rows.shape[0]
+        for first in range(0, total, rows_per_read):
+            block = self.rows.read([(first, min(rows_per_read, total - first))])
             if not torch.isfinite(block).all():
                 raise UsageError(f"{name}: the features contain NaN or inf (rows from {first}); re-run "
                                  f"get_activations_only.py (a float16 overflow: try --feature_dtype float32)")

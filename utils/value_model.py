@@ -1,4 +1,5 @@
 """The value model: an MLP V(o) on final-layer hidden states, its Bellman (TD(0)) loss, and self-describing files."""
+import copy
 import json
 import os
 
@@ -61,24 +62,67 @@ def value_and_gradient(weights, states):
 # ----------------------------------------------------------------------------------------------------------------------
 # Bellman loss on packed sequences
 
-def bellman_loss(values, lengths, rewards, detach_target=True):
-    """TD(0) without discount over a batch of B sequences stored back to back.
+def lambda_returns(values, lengths, rewards, td_lambda):
+    """The TD(lambda) target of every valid step, undiscounted, with the reward at the end.
+
+    G_T = r at the last valid step T; before it G_t = (1 - lambda) V(o_{t+1}) + lambda G_{t+1}. lambda = 0 gives
+    V(o_{t+1}) (TD(0), the paper); lambda = 1 gives r at every step (the Monte-Carlo target).
+    """
+    batch, longest = lengths.numel(), int(lengths.max())
+    valid = torch.arange(longest, device=lengths.device) < lengths[:, None]
+    padded = values.new_zeros(batch, longest).masked_scatter(valid, values)
+    targets = torch.empty_like(padded)
+    target = rewards.to(values.dtype)
+    for t in reversed(range(longest)):
+        if t + 1 < longest:
+            bootstrapped = (1 - td_lambda) * padded[:, t + 1] + td_lambda * target
+            target = torch.where(t + 1 < lengths, bootstrapped, target)
+        target = torch.where(t == lengths - 1, rewards.to(values.dtype), target)
+        targets[:, t] = target
+    return targets[valid]
+
+
+def bellman_loss(values, lengths, rewards, detach_target=True, td_lambda=0.0):
+    """TD(lambda) without discount over a batch of B sequences stored back to back (lambda = 0: the paper's TD(0)).
 
     values: V(o) for every valid step, sequence after sequence ([sum(lengths)]); lengths: valid steps per sequence;
     rewards: the reward-model label of each sequence. Returns (loss, td_part, terminal_part), each summed over the
-    batch and divided by B: sum_t (V(o_t) - V(o_{t+1}))^2 + (V(o_T) - r)^2 with T the LAST valid step.
+    batch and divided by B. For TD(0): sum_t (V(o_t) - V(o_{t+1}))^2 + (V(o_T) - r)^2 with T the LAST valid step;
+    otherwise every step before T is regressed on its lambda-return (lambda_returns).
     """
     last = torch.cumsum(lengths, 0) - 1
     has_next = torch.ones_like(values, dtype=torch.bool)
     has_next[last] = False
-    current = values[:-1][has_next[:-1]]
-    target = values[1:][has_next[:-1]]
+    if td_lambda == 0:
+        current = values[:-1][has_next[:-1]]
+        target = values[1:][has_next[:-1]]
+    else:
+        current = values[has_next]
+        target = lambda_returns(values, lengths, rewards, td_lambda)[has_next]
     if detach_target:
         target = target.detach()
     batch = lengths.numel()
     td = ((current - target) ** 2).sum() / batch
     terminal = ((values[last] - rewards) ** 2).sum() / batch
     return td + terminal, td, terminal
+
+
+def monte_carlo_error(values, lengths, rewards):
+    """sum over every valid step of (V(o_t) - r)^2, divided by B: how well V predicts the final reward anywhere.
+
+    Independent of the training target, so it compares value models trained with any lambda (early stopping).
+    """
+    return ((values - torch.repeat_interleave(rewards, lengths)) ** 2).sum() / lengths.numel()
+
+
+def fold_output_affine(model, scale, shift):
+    """A copy of `model` whose output is scale * V + shift, folded into its last Linear layer (files stay plain)."""
+    folded = copy.deepcopy(model)
+    last = [m for m in folded.net if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(scale)
+        last.bias.mul_(scale).add_(shift)
+    return folded
 
 
 def pack_padded(features, mask):
