@@ -20,6 +20,7 @@ from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.rewards import load_reward_model
 from utils.runs import refuse_overwrite
+from utils.sweep import read_choice
 from utils.value_model import check_value_model, load_value_model
 
 METHODS = ("static_re", "best_of_n", "args", "cd_prefix")
@@ -33,6 +34,9 @@ def parse_args(argv=None):
     parser.add_argument("--prompting", type=cli.str2bool, default=False, help="prepend the paper's alignment prompt")
     parser.add_argument("--strength", type=cli.nonnegative_float, default=4.0,
                         help="static_re: length of the control vector added to o_t")
+    parser.add_argument("--settings_from", type=str, default=None,
+                        help="static_re: take the strength from a Static RE sweep result "
+                             "(results/{m}_{d}_sweep_static_re.json from sweep.py --method static_re)")
     parser.add_argument("--value_lr", type=cli.positive_float, default=1e-3,
                         help="static_re / cd_prefix: names the stage-1/2/3 artifacts to use "
                              "(cd_prefix: trained_model/value_model_{m}_{d}_{value_lr})")
@@ -46,7 +50,12 @@ def parse_args(argv=None):
                         help="args: candidate tokens re-ranked per step (sampling uses top-k 50)")
     parser.add_argument("--weight", type=cli.nonnegative_float, default=1.0, help="args: reward weight w")
     parser.add_argument("--block_size", type=cli.positive_int, default=8, help="cd_prefix: tokens per block")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.settings_from:
+        if args.method != "static_re":
+            parser.error("--settings_from reads a Static RE strength: use it with --method static_re")
+        args.strength = read_choice(args.settings_from, "static_re", args.model_name)[0]["strength"]
+    return args
 
 
 def run_name(args, m):

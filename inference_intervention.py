@@ -9,6 +9,10 @@ The embedded offline default, base and RE-Control:
     python inference_intervention.py --model_name smollm2_135M --dataset_name demo --use_intervention True \\
         --value_lr 0.001 --lr 8.0 --epochs 20
 
+Choosing alpha and n on a tuning split first (sweep.py), then reading the choice:
+    python inference_intervention.py --use_intervention True --value_lr 0.001 \
+        --settings_from results/smollm2_135M_demo_sweep.json
+
 --lr is the step size alpha, --epochs the number of updates n (the original's names). Writes
 response/{m}_{d}_{value_lr}_{epochs}_{lr}.json (RE-Control), response/{m}_{d}_base.json (no intervention);
 --prompting True adds the paper's alignment prompt and '_prompting' to the name. Each file has a .meta.json beside
@@ -22,6 +26,7 @@ from utils.io import model_tag, response_path, run_settings, value_model_stem
 from utils.models import (config_hidden_size, hidden_size, load_model_and_tokenizer, load_policy_tokenizer,
                           resolve_model)
 from utils.runs import refuse_overwrite
+from utils.sweep import read_choice
 from utils.value_model import check_value_model, load_value_model
 
 
@@ -43,6 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--prompting", type=cli.str2bool, default=False,
                         help="prepend the paper's alignment prompt ('RE-Control + Prompting', or 'Prompting' "
                              "without intervention)")
+    parser.add_argument("--settings_from", type=str, default=None,
+                        help="a sweep result (results/{m}_{d}_sweep.json from sweep.py): take alpha and n from the "
+                             "cell it chose on its tuning split, instead of --lr and --epochs")
     parser.add_argument("--split", type=str, default="test", help="data split to answer")
     parser.add_argument("--use_cache", type=cli.str2bool, default=True, help="use the KV cache while generating")
     return parser.parse_args(argv)
@@ -59,6 +67,12 @@ def run_name(args, m):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
+    if args.settings_from:
+        if args.lr is not None or args.epochs is not None:
+            raise cli.UsageError("pass either --settings_from or --lr/--epochs, not both")
+        setting, _ = read_choice(args.settings_from, "re_control", args.model_name)
+        args.lr, args.epochs = setting["step_size"], setting["num_updates"]
+        print(f"step size {args.lr:g} and {args.epochs} updates, as chosen in {args.settings_from}")
     default_lr, default_epochs = default_settings(args.model_name, args.dataset_name)
     args.lr = default_lr if args.lr is None else args.lr
     args.epochs = default_epochs if args.epochs is None else args.epochs

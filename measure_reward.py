@@ -15,7 +15,7 @@ import os
 
 from utils import cli
 from utils.io import load_json, response_path, run_settings, save_json, write_sidecar
-from utils.metrics import cut_at_next_turn, mean_and_se, paired_difference
+from utils.metrics import cut_at_next_turn, reward_result
 from utils.rewards import load_reward_model
 from utils.runs import BatchRun, refuse_overwrite
 
@@ -51,16 +51,14 @@ def main(argv=None):
                                           lambda n: BatchRun(out, settings, n, args.overwrite))
     if rewards is None:
         return  # another process writes the result
-    mean, se = mean_and_se(rewards)
-    result = {"run": args.out_file, "reward_model": args.reward_model, "average_reward": mean,
-              "standard_error": se, "count": len(rewards), "rewards": rewards}
-    print(f"{args.out_file}: average reward {mean:.4f} ± {se:.4f} (n = {len(rewards)}, {args.reward_model})")
+    try:
+        result = reward_result(args.out_file, args.reward_model, rewards, baseline)
+    except ValueError as err:
+        raise cli.UsageError(f"--baseline {args.baseline}: {err}")
+    print(f"{args.out_file}: average reward {result['average_reward']:.4f} ± {result['standard_error']:.4f} "
+          f"(n = {len(rewards)}, {args.reward_model})")
     if baseline is not None:
-        try:
-            diff, diff_se = paired_difference(rewards, baseline["rewards"])
-        except ValueError as err:
-            raise cli.UsageError(f"--baseline {args.baseline}: {err}")
-        result.update(baseline=args.baseline, paired_difference=diff, paired_standard_error=diff_se)
+        diff, diff_se = result["paired_difference"], result["paired_standard_error"]
         print(f"  vs {args.baseline} ({baseline['average_reward']:.4f}): difference {diff:+.4f} ± {diff_se:.4f} "
               f"(paired SE; {diff / diff_se if diff_se else float('nan'):.2f} SE)")
     # ------------------------------------------------------------------------------------------------------ save

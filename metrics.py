@@ -16,8 +16,7 @@ import os
 from utils import cli
 from utils.io import load_json, response_path, run_settings, save_json, write_sidecar
 from utils.runs import refuse_overwrite
-from utils.metrics import (SIMCSE_MODEL, coherence_scores, cut_at_next_turn, diversity, mean_and_se, prompt_text,
-                           rep_n, word_tokenize)
+from utils.metrics import SIMCSE_MODEL, load_encoder, text_metrics
 
 
 def parse_args(argv=None):
@@ -39,24 +38,15 @@ def main(argv=None):
     # ------------------------------------------------------------------------------------------------------ load
     records = load_json(response_path(args.output_dir, args.run_name), stage_hint="inference_intervention.py")
     # ------------------------------------------------------------------------------------------------------ run
-    answers = [cut_at_next_turn(r["results"]) for r in records]
-    coherence = coherence_scores([prompt_text(r) for r in records], answers, args.embedding_model, args.device,
-                                 args.batch_size)
-    rows, tokenizers = [], set()
-    for answer, coherent in zip(answers, coherence):
-        tokens, tokenizer = word_tokenize(answer)
-        tokenizers.add(tokenizer)
-        rows.append({"rep-2": rep_n(tokens, 2), "rep-3": rep_n(tokens, 3), "rep-4": rep_n(tokens, 4),
-                     "diversity": diversity(tokens), "coherence": coherent, "length": len(tokens)})
-    summary = {k: mean_and_se([r[k] for r in rows])[0] for k in rows[0]}
-    summary["diversity_se"] = mean_and_se([r["diversity"] for r in rows])[1]
+    summary, rows, tokenizers = text_metrics(records, load_encoder(args.embedding_model, args.device),
+                                             args.batch_size)
     # ------------------------------------------------------------------------------------------------------ save
-    save_json({"run": args.run_name, "tokenizer": sorted(tokenizers), "embedding_model": args.embedding_model,
+    save_json({"run": args.run_name, "tokenizer": tokenizers, "embedding_model": args.embedding_model,
                **summary, "rows": rows}, out)
     write_sidecar(out, args)
     print(f"{args.run_name}: diversity {summary['diversity']:.3f}, coherence {summary['coherence']:.3f}, rep-2 {summary['rep-2']:.2f}, "
           f"rep-3 {summary['rep-3']:.2f}, rep-4 {summary['rep-4']:.2f}, length {summary['length']:.1f} "
-          f"(nltk tokenizer: {', '.join(sorted(tokenizers))}) -> {out}")
+          f"(nltk tokenizer: {', '.join(tokenizers)}) -> {out}")
 
 
 if __name__ == "__main__":

@@ -93,9 +93,9 @@ def tiny_bert_dir(tmp_path_factory, tiny_tokenizer):
 def test_coherence_is_the_cosine_of_cls_states(tiny_bert_dir):
     import torch
     from transformers import AutoModel, AutoTokenizer
-    from utils.metrics import coherence_scores
+    from utils.metrics import coherence_scores, load_encoder
     prompts, answers = ["How are you?", "Why is the sky blue?"], ["I am fine, thanks.", "Because of scattering."]
-    scores = coherence_scores(prompts, answers, tiny_bert_dir)
+    scores = coherence_scores(prompts, answers, load_encoder(tiny_bert_dir))
     tok, model = AutoTokenizer.from_pretrained(tiny_bert_dir), AutoModel.from_pretrained(tiny_bert_dir).eval()
     with torch.no_grad():
         for p, a, score in zip(prompts, answers, scores):
@@ -104,10 +104,10 @@ def test_coherence_is_the_cosine_of_cls_states(tiny_bert_dir):
 
 
 def test_coherence_with_the_offline_minilm_folder():
-    from utils.metrics import coherence_scores
+    from utils.metrics import coherence_scores, load_encoder
     related, unrelated = coherence_scores(["How do I bake bread at home?"] * 2,
                                           ["Mix flour, water, yeast and salt, let the dough rise, then bake it.",
-                                           "The stock market closed lower on Tuesday."], "minilm")
+                                           "The stock market closed lower on Tuesday."], load_encoder("minilm"))
     assert related > unrelated
 
 

@@ -2,6 +2,7 @@
 prefix scorer (CD prefix). Each returns generations in the stage-4 record format."""
 import torch
 
+from utils.cli import UsageError
 from utils.generation import decode_rows, eos_ids, generate_batch, generation_config, valid_steps
 from utils.intervention import ActivationCapture, FinalNormHook
 from utils.metrics import cut_at_next_turn
@@ -31,6 +32,9 @@ def linear_probe_direction(data, ridge=1e-2, batch_size=512):
     centred_gram = gram - count * torch.outer(mean, mean)
     centred_cross = cross - mean * target_sum
     weights = torch.linalg.solve(centred_gram + ridge * count * torch.eye(dim, dtype=torch.float64), centred_cross)
+    if not torch.isfinite(weights).all() or weights.norm() == 0:
+        raise UsageError("the training rewards do not vary (or the features are constant): a linear probe has no "
+                         "direction to steer along; label more varied responses (more prompts or --num_samples)")
     return (weights / weights.norm()).float()
 
 

@@ -68,18 +68,49 @@ def prompt_text(record):
     return text.strip()
 
 
-def coherence_scores(prompts, responses, embedding_model, device="cpu", batch_size=64):
-    """Per pair, the cosine similarity of the two unit-normalised SimCSE embeddings."""
+def load_encoder(embedding_model, device="cpu"):
+    """The sentence encoder of coherence, through simcse.SimCSE (load once, score many runs)."""
     from simcse import SimCSE
     from utils.cli import UsageError
     path = embedding_model_path(embedding_model)
     # SimCSE's own checkpoints use its default pooler; other encoders are read at the [CLS] state
     pooler = None if "simcse" in path.lower() else "cls_before_pooler"
     try:
-        model = SimCSE(path, device=device, pooler=pooler)
+        return SimCSE(path, device=device, pooler=pooler)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"cannot load embedding model {path!r} ({first}); offline, pass --embedding_model minilm")
-    a = model.encode(list(prompts), batch_size=batch_size, normalize_to_unit=True)
-    b = model.encode(list(responses), batch_size=batch_size, normalize_to_unit=True)
+
+
+def coherence_scores(prompts, responses, encoder, batch_size=64):
+    """Per pair, the cosine similarity of the two unit-normalised SimCSE embeddings."""
+    a = encoder.encode(list(prompts), batch_size=batch_size, normalize_to_unit=True)
+    b = encoder.encode(list(responses), batch_size=batch_size, normalize_to_unit=True)
     return (a * b).sum(dim=1).tolist()
+
+
+def text_metrics(records, encoder, batch_size=64):
+    """Stage 6 on a run's records: (summary of means, one row per response, nltk tokenizers used)."""
+    answers = [cut_at_next_turn(r["results"]) for r in records]
+    coherence = coherence_scores([prompt_text(r) for r in records], answers, encoder, batch_size)
+    rows, tokenizers = [], set()
+    for answer, coherent in zip(answers, coherence):
+        tokens, tokenizer = word_tokenize(answer)
+        tokenizers.add(tokenizer)
+        rows.append({"rep-2": rep_n(tokens, 2), "rep-3": rep_n(tokens, 3), "rep-4": rep_n(tokens, 4),
+                     "diversity": diversity(tokens), "coherence": coherent, "length": len(tokens)})
+    summary = {k: mean_and_se([r[k] for r in rows])[0] for k in rows[0]}
+    summary["diversity_se"] = mean_and_se([r["diversity"] for r in rows])[1]
+    return summary, rows, sorted(tokenizers)
+
+
+def reward_result(run, reward_model, rewards, baseline=None):
+    """Stage 5's record of a run: average, standard error and every reward; the paired difference to `baseline`
+    (a stage-5 record of the same prompts) if given."""
+    mean, se = mean_and_se(rewards)
+    result = {"run": run, "reward_model": reward_model, "average_reward": mean, "standard_error": se,
+              "count": len(rewards), "rewards": rewards}
+    if baseline is not None:
+        diff, diff_se = paired_difference(rewards, baseline["rewards"])
+        result.update(baseline=baseline["run"], paired_difference=diff, paired_standard_error=diff_se)
+    return result

@@ -1,0 +1,140 @@
+"""sweep.py on a 2 x 2 grid with the tiny Llama: the chosen cells follow the stated rules (recomputed here from the
+per-cell stage-5/6 files), the run resumes, and stage 4 / Static RE read the choice back."""
+import json
+import os
+
+import pytest
+import torch
+
+import get_activations_only
+import inference_intervention
+import reward_label
+import sweep
+import train_value_model
+from conftest import QUESTIONS, write_jsonl
+from test_scripts import D, llm_args, read_json, tag
+from utils.cli import UsageError
+from utils.io import save_tensors
+
+TUNE_QUESTIONS = ["I feel sad and tired today, any advice?", "Thank you for the great help, what next?",
+                  "Why is my happy dog barking?"]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, tiny_llama_dir):
+    folder = tmp_path_factory.mktemp("sweep-questions")
+    for split, qs in (("train", QUESTIONS), ("test", QUESTIONS[:2]), ("tune", TUNE_QUESTIONS)):
+        write_jsonl(folder / f"q_{split}.jsonl", [{"question": q} for q in qs])
+    qfile = str(folder / "q_{split}.jsonl")
+    out = str(tmp_path_factory.mktemp("sweep-run"))
+    get_activations_only.main(llm_args(tiny_llama_dir, out, qfile, "--num_samples", "2"))
+    for mode in ("train", "test"):
+        reward_label.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--mode", mode, "--output_dir", out])
+    # VADER finds little sentiment in a random model's text: plant labels that vary, so the probe has a direction
+    labels = os.path.join(out, "features", f"{tag(tiny_llama_dir)}_{D}_labels_train.json")
+    save_tensors(torch.linspace(-1, 1, len(QUESTIONS) * 2), labels)
+    train_value_model.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--lr", "0.01", "--epochs", "3",
+                            "--batch_size", "4", "--device", "cpu", "--output_dir", out])
+    common = llm_args(tiny_llama_dir, out, qfile, "--split", "tune", "--value_lr", "0.01",
+                      "--embedding_model", "minilm")
+    sweep.main(common + ["--step_sizes", "0.5,50", "--num_updates", "1,3"])
+    return out, qfile, common
+
+
+def cell_scores(out, run):
+    reward = read_json(os.path.join(out, "final_reward", f"{run}.json"))
+    evaluation = read_json(os.path.join(out, "evaluations", f"{run}.json"))
+    return reward["average_reward"], evaluation["diversity"], evaluation["coherence"]
+
+
+def test_sweep_writes_every_cell_and_names_the_cell_the_paper_rule_picks(swept, tiny_llama_dir):
+    out, _, _ = swept
+    stem = os.path.join(out, "results", f"{tag(tiny_llama_dir)}_{D}_sweep")
+    for ext in ("json", "csv", "md", "png"):
+        assert os.path.getsize(f"{stem}.{ext}") > 0
+    result = read_json(stem + ".json")
+    assert result["split"] == "tune" and result["num_prompts"] == 3 and result["rule"] == "paper"
+    grid = [(c["step_size"], c["num_updates"]) for c in result["cells"]]
+    assert sorted(grid) == [(0.5, 1), (0.5, 3), (50.0, 1), (50.0, 3)]
+    # the rule recomputed from the stage-5/6 files of each cell: coherence + diversity + average reward
+    scores = {}
+    for cell in result["cells"]:
+        reward, div, coh = cell_scores(out, cell["run"])
+        scores[(cell["step_size"], cell["num_updates"])] = coh + div + reward
+        records = read_json(os.path.join(out, "response", f"{cell['run']}.json"))
+        assert len(records) == 3 and records[0]["prompt"] == f"User: {TUNE_QUESTIONS[0]}\nAssistant:"
+    best = max(scores, key=scores.get)
+    assert (result["chosen"]["step_size"], result["chosen"]["num_updates"]) == best
+    # the constrained rule: the highest reward among cells within 0.9x diversity and 0.95x coherence of base
+    base_reward, base_div, base_coh = cell_scores(out, result["base"]["run"])
+    ok = {k: cell_scores(out, c["run"])[0] for k, c in zip(grid, result["cells"])
+          if cell_scores(out, c["run"])[1] >= 0.9 * base_div and cell_scores(out, c["run"])[2] >= 0.95 * base_coh}
+    constrained = result["rules"]["constrained"]
+    if ok:
+        assert ok[(constrained["step_size"], constrained["num_updates"])] == max(ok.values())
+    else:
+        assert constrained is None
+    md = open(stem + ".md").read()
+    assert "Paper rule: alpha" in md and "'tune' split" in md
+
+
+def test_a_huge_step_changes_the_answers_and_a_small_one_less(swept):
+    """The grid really edits: alpha 50 with 3 updates differs from base on some prompt."""
+    out, _, _ = swept
+    result = read_json(os.path.join(out, "results", [f for f in os.listdir(os.path.join(out, "results"))
+                                                      if f.endswith("_sweep.json")][0]))
+    base = [r["results"] for r in read_json(os.path.join(out, "response", f"{result['base']['run']}.json"))]
+    big = [c for c in result["cells"] if c["step_size"] == 50.0 and c["num_updates"] == 3][0]
+    edited = [r["results"] for r in read_json(os.path.join(out, "response", f"{big['run']}.json"))]
+    assert edited != base
+
+
+def test_sweep_resumes_without_regenerating(swept, capsys):
+    out, _, common = swept
+    before = {f: os.path.getmtime(os.path.join(out, "response", f)) for f in os.listdir(os.path.join(out, "response"))}
+    sweep.main(common + ["--step_sizes", "0.5,50", "--num_updates", "1,3"])
+    assert capsys.readouterr().out.count("already scored, skipped") == 5  # base + 4 cells
+    after = {f: os.path.getmtime(os.path.join(out, "response", f)) for f in os.listdir(os.path.join(out, "response"))}
+    assert before == after
+
+
+def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir):
+    out, qfile, _ = swept
+    m = tag(tiny_llama_dir)
+    path = os.path.join(out, "results", f"{m}_{D}_sweep.json")
+    chosen = read_json(path)["chosen"]
+    inference_intervention.main(llm_args(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr",
+                                         "0.01", "--settings_from", path))
+    name = f"{m}_{D}_0.01_{chosen['num_updates']}_{chosen['step_size']}"
+    meta = read_json(os.path.join(out, "response", f"{name}.meta.json"))
+    assert meta["step_size"] == chosen["step_size"] and meta["num_updates"] == chosen["num_updates"]
+    with pytest.raises(UsageError, match="either --settings_from or --lr"):
+        inference_intervention.main(llm_args(tiny_llama_dir, out, qfile, "--use_intervention", "True",
+                                             "--settings_from", path, "--lr", "1"))
+
+
+def test_static_re_is_swept_and_read_back(swept, tiny_llama_dir):
+    import decode_methods
+    out, qfile, common = swept
+    sweep.main(common + ["--method", "static_re", "--strengths", "0,3"])
+    m = tag(tiny_llama_dir)
+    path = os.path.join(out, "results", f"{m}_{D}_sweep_static_re.json")
+    result = read_json(path)
+    assert [c["strength"] for c in result["cells"]] == [0.0, 3.0]
+    zero = read_json(os.path.join(out, "response", f"{result['cells'][0]['run']}.json"))
+    base = read_json(os.path.join(out, "response", f"{result['base']['run']}.json"))
+    assert [r["results"] for r in zero] == [r["results"] for r in base], "strength 0 equals base"
+    args = decode_methods.parse_args(llm_args(tiny_llama_dir, out, qfile, "--method", "static_re",
+                                              "--settings_from", path))
+    assert args.strength == result["chosen"]["strength"]
+    with pytest.raises(UsageError, match="not 're_control'|for 'static_re'"):
+        inference_intervention.main(llm_args(tiny_llama_dir, out, qfile, "--use_intervention", "True",
+                                             "--value_lr", "0.01", "--settings_from", path))
+
+
+def test_a_file_that_is_not_a_sweep_result_is_refused(tmp_path):
+    from utils.sweep import read_choice
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps([{"prompt": "a"}]))
+    with pytest.raises(UsageError, match="not a sweep result"):
+        read_choice(str(path), "re_control")

@@ -1,0 +1,125 @@
+"""Choosing a method's strength on a tuning split: the paper's rule, a constrained rule, and reading the choice back.
+
+The paper (section 5) picks the step size alpha and the number of updates n on held-out training prompts by the
+maximum of coherence + diversity + average reward. Larger settings raise the reward until fluency collapses, so the
+constrained rule takes the highest reward among the cells that keep diversity >= 0.9x and coherence >= 0.95x base.
+"""
+import math
+import os
+
+from utils.cli import UsageError
+from utils.io import load_json
+
+RULES = ("paper", "constrained")
+SETTING_KEYS = {"re_control": ("step_size", "num_updates"), "static_re": ("strength",)}
+
+
+def paper_score(cell):
+    return cell["coherence"] + cell["diversity"] + cell["average_reward"]
+
+
+def feasible(cell, base, min_diversity_ratio, min_coherence_ratio):
+    return (cell["diversity"] >= min_diversity_ratio * base["diversity"]
+            and cell["coherence"] >= min_coherence_ratio * base["coherence"])
+
+
+def choose(cells, base, min_diversity_ratio=0.9, min_coherence_ratio=0.95):
+    """{rule: the chosen cell (or None if no cell qualifies)}; ties go to the earlier cell (the grid's order)."""
+    def best(candidates, key):
+        return max(candidates, key=key) if candidates else None
+    return {
+        "paper": best(cells, paper_score),
+        "constrained": best([c for c in cells if feasible(c, base, min_diversity_ratio, min_coherence_ratio)],
+                            lambda c: c["average_reward"]),
+    }
+
+
+def read_choice(path, method, model_name=None, rule=None):
+    """The setting a sweep result chose for `method`: {step_size, num_updates} or {strength}, and the sweep's
+    value model path (or None). `rule` overrides the rule the sweep was run with."""
+    result = load_json(path, stage_hint="sweep.py")
+    if not isinstance(result, dict) or "chosen" not in result or "cells" not in result:
+        raise UsageError(f"{path} is not a sweep result (no 'chosen' and 'cells'); write one with sweep.py")
+    if result.get("method") != method:
+        raise UsageError(f"{path} chose a setting for {result.get('method')!r}, not {method!r}; sweep this method "
+                         f"(sweep.py --method {method})")
+    if model_name is not None and result.get("model_name") != model_name:
+        raise UsageError(f"{path} was swept on {result.get('model_name')!r}, not {model_name!r}; sweep this model")
+    rule = rule or result["rule"]
+    chosen = result["rules"].get(rule) if rule != result["rule"] else result["chosen"]
+    if chosen is None:
+        raise UsageError(f"{path}: no cell satisfies the {rule} rule; widen the grid (smaller settings) and sweep "
+                         f"again, or pass the setting by hand")
+    setting = {key: chosen[key] for key in SETTING_KEYS[method]}
+    return setting, result.get("value_model")
+
+
+def describe(cell, method):
+    if cell is None:
+        return "none"
+    if method == "static_re":
+        return f"strength {cell['strength']:g}"
+    return f"alpha {cell['step_size']:g}, n {cell['num_updates']}"
+
+
+def ratio(value, base):
+    return f" ({value / base:.2f}x)" if base else ""
+
+
+def grid_table(cells, base, chosen, method):
+    """Markdown: one row per cell, the chosen ones marked."""
+    keys = ["setting", "average reward", "vs base (paired)", "diversity", "coherence", "rep-4", "paper score",
+            "chosen by"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for cell in [base] + cells:
+        rules = [rule for rule, c in chosen.items() if c is not None and c["run"] == cell["run"]]
+        diff = cell.get("paired_difference")
+        vs = "—" if diff is None else (f"{diff:+.4f} ± {cell['paired_standard_error']:.4f}"
+                                       + (f" ({diff / cell['paired_standard_error']:.1f} SE)"
+                                          if cell["paired_standard_error"] else ""))
+        lines.append("| " + " | ".join([
+            "base" if cell is base else describe(cell, method),
+            f"{cell['average_reward']:.4f} ± {cell['standard_error']:.4f}", vs,
+            f"{cell['diversity']:.3f}{ratio(cell['diversity'], base['diversity'])}",
+            f"{cell['coherence']:.3f}{ratio(cell['coherence'], base['coherence'])}",
+            f"{cell['rep-4']:.2f}", f"{paper_score(cell):.4f}", ", ".join(rules) or ""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_grid(cells, base, chosen, method, path):
+    """Reward and diversity over the grid, the chosen cells marked (alpha x n heat maps, or lines over strength)."""
+    from utils.io import new_figure, save_figure
+    fig, axes = new_figure(ncols=2, figsize=(10, 4))
+    marks = {"paper": ("*", "red"), "constrained": ("o", "black")}
+    for ax, key, title in zip(axes, ("average_reward", "diversity"), ("average reward", "diversity")):
+        if method == "static_re":
+            xs = [c["strength"] for c in cells]
+            ax.plot(xs, [c[key] for c in cells], "-o", label="Static RE")
+            ax.axhline(base[key], color="gray", linestyle=":", label="base")
+            for rule, cell in chosen.items():
+                if cell is not None:
+                    ax.plot(cell["strength"], cell[key], marks[rule][0], color=marks[rule][1], markersize=14,
+                            fillstyle="none", label=f"{rule} rule")
+            ax.set_xlabel("strength")
+            ax.legend(fontsize=7)
+        else:
+            alphas = sorted({c["step_size"] for c in cells})
+            updates = sorted({c["num_updates"] for c in cells})
+            grid = [[math.nan] * len(alphas) for _ in updates]
+            for c in cells:
+                grid[updates.index(c["num_updates"])][alphas.index(c["step_size"])] = c[key]
+            image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+            fig.colorbar(image, ax=ax, label=f"{title} (base {base[key]:.3f})")
+            ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+            ax.set_yticks(range(len(updates)), [str(n) for n in updates])
+            ax.set_xlabel("step size alpha")
+            ax.set_ylabel("number of updates n")
+            for rule, cell in chosen.items():
+                if cell is not None:
+                    ax.plot(alphas.index(cell["step_size"]), updates.index(cell["num_updates"]), marks[rule][0],
+                            color=marks[rule][1], markersize=16, fillstyle="none", markeredgewidth=2,
+                            label=f"{rule} rule")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(title)
+    fig.suptitle(os.path.basename(path).removesuffix(".png"))
+    save_figure(fig, path)
