@@ -105,7 +105,7 @@ def main(argv=None):
         return cd_prefix_decode(model, tokenizer, texts, value_model, args.num_candidates, args.block_size,
                                 args.max_new_tokens, args.temperature, 50, args.top_p, add_special)
     answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({args.method})", out, settings,
-                   method=args.method, prompting=args.prompting)
+                   method=args.method, prompting=args.prompting, split=args.split)
     if hook:
         hook.remove()
 

@@ -104,7 +104,7 @@ def main(argv=None):
     answer_prompts(args, prompts, tokenizer, add_special, decode_batch,
                    f"generating ({'RE-Control' if hook else 'base'})", out, settings,
                    method="RE-Control" if hook else "base", step_size=args.lr if hook else None,
-                   num_updates=args.epochs if hook else None, prompting=args.prompting,
+                   num_updates=args.epochs if hook else None, prompting=args.prompting, split=args.split,
                    value_model=value_model.config if value_model else None)
     if hook:
         hook.remove()

@@ -3,7 +3,7 @@
     python make_table.py --model_name smollm2_135M --dataset_name demo --output_dir runs/demo
 
 Gathers final_reward/ (stage 5), evaluations/ (stage 6), gpt-4-evaluations/ (stage 7) and each run's generation
-time (response/RUN.meta.json) for the runs named {m}_{d}_*. Writes results/{m}_{d}_table.md and .csv, and
+time (response/RUN.meta.json) for the runs named {m}_{d}_* that answered the base run's split (a sweep's tuning runs are left out). Writes results/{m}_{d}_table.md and .csv, and
 results/{m}_{d}_rewards.png with the runs' reward distributions. The reward difference to the base run is paired
 (same prompts) with its standard error.
 """
@@ -15,7 +15,7 @@ from utils import cli
 from utils.io import atomic_path, load_json, model_tag, new_figure, save_figure
 from utils.metrics import paired_difference
 
-COLUMNS = ["method", "run", "diversity", "coherence", "average reward", "reward SE", "vs base", "vs base SE",
+COLUMNS = ["method", "run", "split", "diversity", "coherence", "average reward", "reward SE", "vs base", "vs base SE",
            "win rate %", "time (s)"]
 
 
@@ -56,6 +56,10 @@ def gather(root, prefix, base_name, runs=None):
     if not runs:
         raise cli.UsageError(f"no scored runs {prefix}* under {root}/final_reward; run measure_reward.py first")
     base = optional(os.path.join(root, "final_reward", f"{base_name}.json"))
+    base_meta = optional(os.path.join(root, "response", f"{base_name}.meta.json")) or {}
+    if base_meta.get("split"):  # a sweep's runs on its tuning split are not rows of the test table
+        runs = [run for run in runs if (optional(os.path.join(root, "response", f"{run}.meta.json")) or {}).get(
+            "split", base_meta["split"]) == base_meta["split"]]
     rows = []
     for run in runs:
         reward = load_json(os.path.join(root, "final_reward", f"{run}.json"))
@@ -66,12 +70,14 @@ def gather(root, prefix, base_name, runs=None):
         diff = (None, None)
         if base and run != base_name and len(base["rewards"]) == len(reward["rewards"]):
             diff = paired_difference(reward["rewards"], base["rewards"])
-        rows.append({"method": method_name(meta), "run": run, "diversity": evaluation.get("diversity"),
+        rows.append({"method": method_name(meta), "run": run, "split": (meta or {}).get("split"),
+                     "diversity": evaluation.get("diversity"),
                      "coherence": evaluation.get("coherence"), "average reward": reward["average_reward"],
                      "reward SE": reward["standard_error"], "vs base": diff[0], "vs base SE": diff[1],
                      "win rate %": judgments[0]["win_rate"] if judgments else None,
                      "time (s)": meta.get("seconds") if meta else None, "rewards": reward["rewards"],
-                     "value model": (meta or {}).get("value_model")})
+                     "value model": (meta or {}).get("value_model"),
+                     "settings from": ((meta or {}).get("args") or {}).get("settings_from")})
     rows.sort(key=lambda r: (r["run"] != base_name, runs.index(r["run"])))
     return rows
 
@@ -81,6 +87,11 @@ def notes(rows):
     if not any(r["win rate %"] is not None for r in rows):
         lines.append("Win rate: the judge was skipped (set OPENAI_API_KEY or pass --base_url to gpt4_eval.py).")
     for r in rows:
+        if r["settings from"]:
+            sweep = optional(r["settings from"]) or {}
+            lines.append(f"{r['method']}: the setting was chosen by the {sweep.get('rule', '?')} rule on the "
+                         f"'{sweep.get('split', '?')}' split ({sweep.get('num_prompts', '?')} prompts), not on the "
+                         f"prompts of this table: {r['settings from']}.")
         vm = r["value model"]
         if vm and "test_loss" in vm:
             lines.append(f"{r['method']}: value model {vm['num_layers']} layers x {vm['hidden_dim']}, test loss "
@@ -116,7 +127,7 @@ def markdown(rows, judge_note):
         if key == "time (s)":
             return f"{value:.1f}"
         return f"{value:.3f}" if isinstance(value, float) else str(value)
-    keys = ["method", "diversity", "coherence", "average reward", "vs base", "win rate %", "time (s)"]
+    keys = ["method", "split", "diversity", "coherence", "average reward", "vs base", "win rate %", "time (s)"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(cell(r, k) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + ("\n\n" + judge_note if judge_note else "") + "\n"

@@ -105,7 +105,8 @@ def main(argv=None):
         vm_path = vm_path.removesuffix(".safetensors")
     value_tag = os.path.basename(vm_path) if args.value_model else str(args.value_lr)
     plan = cell_plan(args, prefix, value_tag)
-    generation = run_settings(args, ignore=("step_sizes", "num_updates", "strengths", "rule", "min_diversity_ratio",
+    # what a cell's answers and scores depend on (not where they are written: a copied base run is reused)
+    generation = run_settings(args, ignore=("output_dir", "step_sizes", "num_updates", "strengths", "rule", "min_diversity_ratio",
                                             "min_coherence_ratio", "name", "method", "value_lr", "value_model"))
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)

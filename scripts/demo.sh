@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The embedded default end to end on CPU, offline: SmolLM2-135M-Instruct steered toward positive answers (VADER).
-# Stages 1-7 on the demo prompts; ends with the results table: base vs RE-Control reward (paired difference),
-# diversity, coherence and time. The judge (stage 7) runs only if OPENAI_API_KEY or JUDGE_BASE_URL is set.
-# Outputs go to $OUT (default runs/demo). About 15 minutes on 2 cores, environment set-up included.
+# Three disjoint prompt splits (dataset/demo_{train,tune,test}.jsonl): the value model learns from the training
+# split, alpha and n were chosen on the tuning split (results/smollm2_135M_demo_sweep.json, written by
+# scripts/replicate.sh; SWEEP=1 re-runs that sweep here), and every figure of the final table comes from the test
+# split. The judge (stage 7) runs only if OPENAI_API_KEY or JUDGE_BASE_URL is set.
+# Outputs go to $OUT (default runs/demo). About 12 minutes on 2 cores, environment set-up included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,22 +12,30 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python
 OUT=${OUT:-runs/demo}
 COMMON=(--model_name smollm2_135M --dataset_name demo --output_dir "$OUT")
-NEW_TOKENS=40
-VALUE_LR=0.001
+source scripts/demo_settings.sh
+SETTINGS=results/smollm2_135M_demo_sweep.json
 
-# 1. activations: 400 training prompts x 2 sampled responses, the 100 test prompts greedily
+# 1. activations: the 400 training prompts x 2 sampled responses; the tuning prompts greedily (the reported loss)
 $PY get_activations_only.py "${COMMON[@]}" --splits train --limit 400 --num_samples 2 --max_new_tokens $NEW_TOKENS
-$PY get_activations_only.py "${COMMON[@]}" --splits test --max_new_tokens $NEW_TOKENS
+$PY get_activations_only.py "${COMMON[@]}" --splits tune --max_new_tokens $NEW_TOKENS
 # 2. reward labels
 $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode train
-$PY reward_label.py "${COMMON[@]}" --reward_model vader --mode test
-# 3. value model
-$PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR --epochs 60
-# 4. base and RE-Control generation: step size (--lr) 8.0 and 20 updates (--epochs), the smollm2_135M/demo defaults
+$PY reward_label.py "${COMMON[@]}" --reward_model vader --mode tune
+# 3. value model: every step regressed on the final reward, the epoch kept by a 10% validation slice of train
+# shellcheck disable=SC2086
+$PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_split tune
+# (optional) choose alpha and n here, on the tuning split, instead of reading the committed choice
+if [ "${SWEEP:-0}" = 1 ]; then
+  $PY sweep.py "${COMMON[@]}" --split tune --value_lr $VALUE_LR --step_sizes "$STEP_SIZES" --num_updates "$NUM_UPDATES" \
+      --rule "$RULE" --max_new_tokens $NEW_TOKENS --batch_size 50 --embedding_model minilm
+  SETTINGS="$OUT/results/smollm2_135M_demo_sweep.json"
+fi
+# 4. base and RE-Control on the test split, alpha and n as chosen on the tuning split
 $PY inference_intervention.py "${COMMON[@]}" --use_intervention False --max_new_tokens $NEW_TOKENS --batch_size 50
-$PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --lr 8.0 --epochs 20 \
+$PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --settings_from "$SETTINGS" \
     --max_new_tokens $NEW_TOKENS --batch_size 50
-RUN=smollm2_135M_demo_${VALUE_LR}_20_8.0
+RUN=$($PY -c "import json, sys; c = json.load(open(sys.argv[1]))['chosen']; \
+print(f\"smollm2_135M_demo_${VALUE_LR}_{c['num_updates']}_{c['step_size']}\")" "$SETTINGS")
 # 5-6. reward, diversity and coherence (SimCSE's BERT is on the hub: the MiniLM folder from PyPI stands in)
 $PY measure_reward.py "${COMMON[@]}" --out_file smollm2_135M_demo_base
 $PY measure_reward.py "${COMMON[@]}" --out_file "$RUN" --baseline smollm2_135M_demo_base

@@ -227,11 +227,20 @@ def test_unknown_dataset_name():
         load_records("nope", "test")
 
 
-def test_demo_dataset_ships_with_the_repository():
-    train, test = load_records("demo", "train"), load_records("demo", "test")
-    assert len(train) > len(test) > 0
-    assert all(isinstance(r["question"], str) and r["question"].strip() for r in train + test)
-    assert not {r["question"] for r in train} & {r["question"] for r in test}, "train and test prompts overlap"
+def test_demo_splits_ship_with_the_repository_and_are_disjoint():
+    """train (the value model), tune (alpha and n) and test (every reported figure): no question in two splits,
+    compared after folding case and white space, and no question twice within a split."""
+    splits = {name: load_records("demo", name) for name in ("train", "tune", "test")}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 400, "tune": 100, "test": 250}
+    fold = {name: [" ".join(r["question"].lower().split()) for r in records] for name, records in splits.items()}
+    for name, questions in fold.items():
+        assert all(questions) and len(set(questions)) == len(questions), f"a question repeats within {name}"
+    for a, b in (("train", "tune"), ("train", "test"), ("tune", "test")):
+        assert not set(fold[a]) & set(fold[b]), f"{a} and {b} share a question"
+    ids = [r["id"] for records in splits.values() for r in records]
+    assert len(set(ids)) == len(ids)
+    assert [r["id"] for r in splits["test"][:100]] == [f"test-{i:04d}" for i in range(1, 101)], \
+        "the original 100 test prompts stay in the test split"
 
 
 def test_over_long_prompts_are_dropped(tmp_path, tiny_tokenizer):

@@ -1,0 +1,10 @@
+# The demo's settings, shared by scripts/demo.sh and scripts/replicate.sh (sourced).
+NEW_TOKENS=40
+VALUE_LR=0.001
+# the value-model levers chosen on the tuning split (scripts/levers.sh; README "Value-model levers")
+VALUE_FLAGS="--td_lambda 1 --val_fraction 0.1 --early_stopping True --epochs 100"
+# the grids that sweep.py searches on the tuning split, and the rule that picks a cell
+STEP_SIZES=1,2,3,4,6
+NUM_UPDATES=10,20
+STRENGTHS=1,2,3,4,6
+RULE=paper

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The demo's claim, repeated over independent draws (issue 10). For each seed: stage 1 on the training prompts
+# (400 x 2 sampled responses, --seed), stages 2-3, alpha and n chosen on the TUNING split (sweep.py, and Static RE's
+# strength the same way), then base, RE-Control and Static RE at their chosen settings on the TEST split, scored by
+# stages 5-6. Ends with results/smollm2_135M_demo_replicate.{json,md}: per-draw and pooled paired differences.
+# About 50 minutes on 2 CPU cores. Outputs under $OUT (default runs/replicate), one folder per seed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PY=.venv/bin/python
+OUT=${OUT:-runs/replicate}
+SEEDS=${SEEDS:-"0 1 2"}
+source scripts/demo_settings.sh
+first=""
+for seed in $SEEDS; do
+  D="$OUT/seed$seed"
+  COMMON=(--model_name smollm2_135M --dataset_name demo --output_dir "$D")
+  echo "=== draw: seed $seed -> $D"
+  # 1-3. rollouts of this draw, labels, value model (the tuning split's greedy answers give the reported loss)
+  $PY get_activations_only.py "${COMMON[@]}" --splits train --limit 400 --num_samples 2 --max_new_tokens $NEW_TOKENS \
+      --seed "$seed"
+  $PY get_activations_only.py "${COMMON[@]}" --splits tune --max_new_tokens $NEW_TOKENS
+  for mode in train tune; do $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode $mode; done
+  # shellcheck disable=SC2086
+  $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_split tune --seed "$seed"
+  # base answers are greedy, the same in every draw: reuse the first draw's (sweep.py and stage 5 check settings)
+  if [ -n "$first" ]; then
+    mkdir -p "$D/response" "$D/final_reward" "$D/evaluations"
+    for folder in response final_reward evaluations; do
+      cp "$first/$folder"/smollm2_135M_demo_tune_base.* "$D/$folder/"
+    done
+    cp "$first"/response/smollm2_135M_demo_base.json "$first"/response/smollm2_135M_demo_base.meta.json "$D/response/"
+  fi
+  # 4'. choices on the tuning split
+  $PY sweep.py "${COMMON[@]}" --split tune --value_lr $VALUE_LR --step_sizes "$STEP_SIZES" --num_updates "$NUM_UPDATES" \
+      --rule "$RULE" --max_new_tokens $NEW_TOKENS --batch_size 50 --embedding_model minilm
+  $PY sweep.py "${COMMON[@]}" --split tune --method static_re --value_lr $VALUE_LR --strengths "$STRENGTHS" \
+      --rule "$RULE" --max_new_tokens $NEW_TOKENS --batch_size 50 --embedding_model minilm
+  # 4-6. the test split at the chosen settings
+  [ -n "$first" ] || $PY inference_intervention.py "${COMMON[@]}" --use_intervention False \
+      --max_new_tokens $NEW_TOKENS --batch_size 50
+  $PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR \
+      --settings_from "$D/results/smollm2_135M_demo_sweep.json" --max_new_tokens $NEW_TOKENS --batch_size 50
+  $PY decode_methods.py "${COMMON[@]}" --method static_re --value_lr $VALUE_LR \
+      --settings_from "$D/results/smollm2_135M_demo_sweep_static_re.json" --max_new_tokens $NEW_TOKENS --batch_size 50
+  $PY measure_reward.py "${COMMON[@]}" --out_file smollm2_135M_demo_base
+  $PY metrics.py --output_dir "$D" --run_name smollm2_135M_demo_base --embedding_model minilm
+  for f in "$D"/response/smollm2_135M_demo_*.json; do
+    run=$(basename "$f" .json)
+    case $run in *.meta|*_tune_*|smollm2_135M_demo_base) continue;; esac
+    $PY measure_reward.py "${COMMON[@]}" --out_file "$run" --baseline smollm2_135M_demo_base
+    $PY metrics.py --output_dir "$D" --run_name "$run" --embedding_model minilm
+  done
+  $PY make_table.py "${COMMON[@]}"
+  first=${first:-$D}
+done
+# the report; the first draw is the demo's own draw, so its sweep results are the ones scripts/demo.sh reads
+$PY scripts/replicate_report.py --output_dir "$OUT" --out results/smollm2_135M_demo_replicate \
+    --demo_sweeps_to results
