@@ -85,13 +85,29 @@ def test_cd_prefix_one_candidate_equals_sampling(model, tiny_tokenizer):
 from test_scripts import pipeline, qfile, tag  # noqa: E402,F401  (module fixtures: stages 1-3 on the tiny Llama)
 
 
+@pytest.fixture(scope="module")
+def varied(pipeline, tiny_llama_dir, tmp_path_factory):
+    """A copy of the stages 1-3 outputs whose training labels vary (VADER finds little sentiment in a random model's
+    text, and a probe of constant labels has no direction: Static RE refuses it)."""
+    import os
+    import shutil
+
+    from utils.io import save_tensors
+    out = str(tmp_path_factory.mktemp("varied") / "run")
+    shutil.copytree(pipeline, out)
+    path = os.path.join(out, "features", f"{tag(tiny_llama_dir)}_toy_labels_train.json")
+    count = torch.load(path, weights_only=True).numel()
+    save_tensors(torch.linspace(-1, 1, count), path)
+    return out
+
+
 @pytest.mark.parametrize("method,extra,name", [
     ("static_re", ["--strength", "2.0"], "static_re_2.0"),
     ("best_of_n", ["--num_candidates", "2"], "best_of_n_2"),
     ("args", ["--top_k", "3", "--weight", "1.0"], "args_3_1.0"),
     ("cd_prefix", ["--num_candidates", "2", "--block_size", "2"], "cd_prefix_2_2"),
 ])
-def test_decode_methods_outputs_are_read_by_stages_5_and_6(pipeline, tiny_llama_dir, qfile, method, extra, name):
+def test_decode_methods_outputs_are_read_by_stages_5_and_6(varied, tiny_llama_dir, qfile, method, extra, name):
     import json
     import os
 
@@ -100,19 +116,19 @@ def test_decode_methods_outputs_are_read_by_stages_5_and_6(pipeline, tiny_llama_
     import metrics
     m = tag(tiny_llama_dir)
     decode_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--data_file", qfile, "--device",
-                         "cpu", "--max_new_tokens", "4", "--batch_size", "2", "--output_dir", pipeline,
+                         "cpu", "--max_new_tokens", "4", "--batch_size", "2", "--output_dir", varied,
                          "--method", method, *extra])
     run = f"{m}_toy_{name}"
-    with open(os.path.join(pipeline, "response", f"{run}.json")) as f:
+    with open(os.path.join(varied, "response", f"{run}.json")) as f:
         records = json.load(f)
     assert len(records) == 4 and all(set(r) == {"prompt", "response", "results", "conversation"} for r in records)
-    with open(os.path.join(pipeline, "response", f"{run}.meta.json")) as f:
+    with open(os.path.join(varied, "response", f"{run}.meta.json")) as f:
         assert json.load(f)["method"] == method
-    measure_reward.main(["--out_file", run, "--output_dir", pipeline])
-    metrics.main(["--run_name", run, "--output_dir", pipeline, "--embedding_model", "minilm"])
-    with open(os.path.join(pipeline, "final_reward", f"{run}.json")) as f:
+    measure_reward.main(["--out_file", run, "--output_dir", varied])
+    metrics.main(["--run_name", run, "--output_dir", varied, "--embedding_model", "minilm"])
+    with open(os.path.join(varied, "final_reward", f"{run}.json")) as f:
         assert json.load(f)["count"] == 4
-    judged = judge_against_base(pipeline, run, f"{m}_toy_base")
+    judged = judge_against_base(varied, run, f"{m}_toy_base")
     assert judged["win"] + judged["tie"] + judged["lose"] == 4 and judged["errors"] == 0
 
 
@@ -157,16 +173,16 @@ def judge_against_base(out, red, blue):
         return json.load(f)
 
 
-def test_compare_methods_writes_one_row_per_method(pipeline, tiny_llama_dir, qfile):
+def test_compare_methods_writes_one_row_per_method(varied, tiny_llama_dir, qfile):
     import csv
     import os
 
     import compare_methods
     compare_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--device", "cpu",
                           "--max_new_tokens", "3", "--batch_size", "2", "--limit", "3", "--num_candidates", "2",
-                          "--top_k", "2", "--block_size", "2", "--output_dir", pipeline, "--lr", "1.0", "--epochs",
+                          "--top_k", "2", "--block_size", "2", "--output_dir", varied, "--lr", "1.0", "--epochs",
                           "2", "--data_file", qfile, "--overwrite", "True"])
-    stem = os.path.join(pipeline, "results", f"{tag(tiny_llama_dir)}_toy_comparison")
+    stem = os.path.join(varied, "results", f"{tag(tiny_llama_dir)}_toy_comparison")
     with open(stem + ".csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["Base", "Prompting", "RE-Control (α=1.0, n=2)",
