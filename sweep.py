@@ -2,9 +2,9 @@
 
 The embedded offline default (the demo's tuning split: 100 prompts that no test figure uses):
     python sweep.py --model_name smollm2_135M --dataset_name demo --split tune --value_lr 0.001 \\
-        --step_sizes 1,2,3,4,6 --num_updates 20 --max_new_tokens 40 --batch_size 50 --embedding_model minilm \\
+        --step_sizes 1,2,3,4,6 --num_updates 10,20 --max_new_tokens 40 --batch_size 50 --embedding_model minilm \\
         --output_dir runs/demo
-    python sweep.py --method static_re --strengths 1,2,3,4,6 --value_lr 0.001 --split tune --max_new_tokens 40 \\
+    python sweep.py --method static_re --strengths 1,2,4,6,8,12 --value_lr 0.001 --split tune --max_new_tokens 40 \\
         --batch_size 50 --embedding_model minilm --output_dir runs/demo
 
 Loads the LLM once, answers the split without an edit (base) and at every cell of the grid (stage 4), scores each

@@ -6,5 +6,5 @@ VALUE_FLAGS="--td_lambda 1 --val_fraction 0.1 --early_stopping True --epochs 100
 # the grids that sweep.py searches on the tuning split, and the rule that picks a cell
 STEP_SIZES=1,2,3,4,6
 NUM_UPDATES=10,20
-STRENGTHS=1,2,3,4,6
+STRENGTHS=1,2,4,6,8,12
 RULE=paper

@@ -136,6 +136,18 @@ def cases(model_dir, root, m):
         ("number of updates n < 0", [*stage4, "--epochs", "-1"], "argument --epochs: must be >= 0, got -1"),
         ("batch size 0", [*stage4, "--batch_size", "0"], "argument --batch_size: must be >= 1, got 0"),
         ("--limit 0", [*stage4, "--limit", "0"], "argument --limit: must be >= 1, got 0"),
+        ("--settings_from a file that is not a sweep result", [*stage4, "--use_intervention", "True", "--value_lr",
+                                                               "0.2", "--settings_from",
+                                                               os.path.join(root, "response", "red.json")],
+         "is not a sweep result (no 'chosen' and 'cells'); write one with sweep.py"),
+        ("early stopping without a validation slice", ["train_value_model.py", "--early_stopping", "True",
+                                                       "--output_dir", out],
+         "--early_stopping True needs a validation slice: pass --val_fraction"),
+        ("TD(lambda) outside [0, 1]", ["train_value_model.py", "--td_lambda", "1.5", "--output_dir", out],
+         "argument --td_lambda: must be <= 1.0, got 1.5"),
+        ("a sweep with an empty grid", ["sweep.py", *llm_flags(model_dir, root)[:-2],
+                                                                    "--step_sizes", "", "--output_dir", out],
+         "argument --step_sizes: give at least one value"),
     ]
 
 

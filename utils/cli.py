@@ -45,14 +45,18 @@ positive_float = _bounded(float, 0.0, False)
 unit_float = _bounded(float, 0.0, True, high=1.0)
 
 
-def float_list(value):
-    """'0.5,1,2' -> [0.5, 1.0, 2.0] (each >= 0)."""
-    return [nonnegative_float(v) for v in value.split(",") if v.strip()]
+def _list_of(parse):
+    def parse_list(value):
+        values = [parse(v) for v in value.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one value (comma-separated)")
+        return values
+    parse_list.__name__ = f"list of {parse.__name__}"
+    return parse_list
 
 
-def int_list(value):
-    """'10,20' -> [10, 20] (each >= 0)."""
-    return [nonnegative_int(v) for v in value.split(",") if v.strip()]
+float_list = _list_of(nonnegative_float)  # '0.5,1,2' -> [0.5, 1.0, 2.0]
+int_list = _list_of(nonnegative_int)  # '10,20' -> [10, 20]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
