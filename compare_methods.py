@@ -1,6 +1,10 @@
 """Every test-time method on the same test prompts, scored by stages 5-6 (and 7 when a judge is configured).
 
-    python compare_methods.py --model_name smollm2_135M --dataset_name demo --max_new_tokens 40 --output_dir runs/demo
+    python compare_methods.py --model_name smollm2_135M --dataset_name demo --max_new_tokens 40 --output_dir runs/demo \\
+        --settings_from results/smollm2_135M_demo_sweep.json \\
+        --static_re_settings_from results/smollm2_135M_demo_sweep_static_re.json
+
+RE-Control's alpha and n and Static RE's strength come from sweeps on the tuning split (sweep.py), or from the flags.
 
 Needs stages 1-3 first (features, labels and the value model trained with --value_lr). Runs Base, Prompting,
 RE-Control, RE-Control + Prompting, Static RE, Best-of-N, ARGS and CD prefix through inference_intervention.py and
@@ -19,6 +23,7 @@ from make_table import gather, notes, write_table
 from utils import cli
 from utils.intervention import default_settings
 from utils.io import model_tag, new_figure, save_figure
+from utils.sweep import read_choice
 
 
 def parse_args(argv=None):
@@ -35,7 +40,11 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=cli.nonnegative_float, default=None, help="RE-Control step size (default: the "
                         "setting's)")
     parser.add_argument("--epochs", type=cli.nonnegative_int, default=None, help="RE-Control number of updates")
+    parser.add_argument("--settings_from", type=str, default=None,
+                        help="RE-Control's alpha and n from a sweep result (sweep.py on a tuning split)")
     parser.add_argument("--strength", type=cli.nonnegative_float, default=4.0, help="Static RE vector length")
+    parser.add_argument("--static_re_settings_from", type=str, default=None,
+                        help="Static RE's strength from a sweep result (sweep.py --method static_re)")
     parser.add_argument("--num_candidates", type=cli.positive_int, default=4, help="Best-of-N N and CD prefix K")
     parser.add_argument("--top_k", type=cli.positive_int, default=10, help="ARGS candidate tokens per step")
     parser.add_argument("--weight", type=cli.nonnegative_float, default=1.0, help="ARGS reward weight")
@@ -65,6 +74,13 @@ def main(argv=None):
     args = parse_args(argv)
     m = model_tag(args.model_name)
     step_size, updates = default_settings(args.model_name, args.dataset_name)
+    if args.settings_from:
+        if args.lr is not None or args.epochs is not None:
+            raise cli.UsageError("pass either --settings_from or --lr/--epochs, not both")
+        chosen = read_choice(args.settings_from, "re_control", args.model_name)[0]
+        step_size, updates = chosen["step_size"], chosen["num_updates"]
+    if args.static_re_settings_from:
+        args.strength = read_choice(args.static_re_settings_from, "static_re", args.model_name)[0]["strength"]
     step_size = step_size if args.lr is None else args.lr
     updates = updates if args.epochs is None else args.epochs
     common = ["--model_name", args.model_name, "--dataset_name", args.dataset_name, "--device", args.device,

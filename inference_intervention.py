@@ -10,7 +10,7 @@ The embedded offline default, base and RE-Control:
         --value_lr 0.001 --lr 8.0 --epochs 20
 
 Choosing alpha and n on a tuning split first (sweep.py), then reading the choice:
-    python inference_intervention.py --use_intervention True --value_lr 0.001 \
+    python inference_intervention.py --use_intervention True --value_lr 0.001 \\
         --settings_from results/smollm2_135M_demo_sweep.json
 
 --lr is the step size alpha, --epochs the number of updates n (the original's names). Writes

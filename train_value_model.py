@@ -3,8 +3,9 @@
 The paper's command line (GPU):
     python train_value_model.py --model_name llama3_8B --dataset_name shp --lr 0.001
 
-The embedded offline default:
-    python train_value_model.py --model_name smollm2_135M --dataset_name demo --lr 0.001 --epochs 60
+The embedded offline default (scripts/demo.sh: the Monte-Carlo target and early stopping, chosen on the tuning split):
+    python train_value_model.py --model_name smollm2_135M --dataset_name demo --lr 0.001 --td_lambda 1 \\
+        --val_fraction 0.1 --early_stopping True --epochs 100 --eval_split tune
 
 Loss per batch of sequences = [sum over consecutive valid steps (V(o_t) - V(o_{t+1}))^2 (target detached)
 + sum over sequences (V(o_T) - r)^2] / batch size, with T the last valid step and r the reward label.

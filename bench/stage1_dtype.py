@@ -40,7 +40,7 @@ def parse_args():
 def all_states(model, ids, mask):
     """Final-norm output at every position of a teacher-forced forward, in float32."""
     kept = {}
-    handle = find_final_norm(model).register_forward_hook(lambda m, i, o: kept.setdefault("o", o.float()))
+    handle = find_final_norm(model).register_forward_hook(lambda m, i, o: kept.update(o=o.float()))  # returns None
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
     handle.remove()

@@ -38,14 +38,16 @@ def main(argv=None):
                    if not p.endswith(".meta.json"))
     if not paths:
         raise cli.UsageError(f"no {args.prefix}*.json under {args.output_dir}/results; run scripts/levers.sh first")
-    lines = ["| lever | stage-3 flags | epoch kept | test MC error | test terminal loss | best reward within limits "
+    lines = ["| lever | stage-3 flags | epoch kept | MC error | terminal loss | best reward within limits "
              "(constrained rule) | paper rule |", "|---|---|---|---|---|---|---|"]
+    eval_splits = set()
     for path in sorted(paths, key=os.path.getmtime):
         result = load_json(path)
         vm = load_json(result["value_model"] + ".json")
         flags = " ".join(f"{k}={vm['settings'][k]}" for k in LEVER_FLAGS
                          if k in vm["settings"] and vm["settings"][k] not in (None, False, 0, 0.0))
         name = os.path.basename(path)[len(args.prefix):-5]
+        eval_splits.add(vm["settings"].get("eval_split", "test"))
         lines.append(f"| {name} | {flags} | {vm['epoch']} | {vm.get('test_mc_error', float('nan')):.2f} | "
                      f"{vm['test_terminal_loss']:.4f} (mean predictor {vm['baseline_terminal_loss']:.4f}) | "
                      f"{cell_text(result['rules']['constrained'], result['base'])} | "
@@ -53,8 +55,10 @@ def main(argv=None):
     first = load_json(paths[0])
     table = "\n".join(lines) + (f"\n\nSwept on the '{first['split']}' split ({first['num_prompts']} prompts), alpha in "
                                 f"{sorted({c['step_size'] for c in first['cells']})}, n = 20; limits: diversity >= "
-                                f"0.9x and coherence >= 0.95x base. Test MC error: sum over the steps of "
-                                f"(V(o_t) - r)^2 per response on the test split's greedy responses.\n")
+                                f"0.9x and coherence >= 0.95x base. MC error: sum over the steps of "
+                                f"(V(o_t) - r)^2 per response, and terminal loss: (V(o_T) - r)^2, on the greedy "
+                                f"responses of the {' and '.join(sorted(eval_splits))} split (reported, not used for "
+                                f"a choice). Produced by `bash scripts/levers.sh`.\n")
     print(table)
     if args.out:
         with atomic_path(args.out) as tmp:
