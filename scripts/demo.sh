@@ -48,3 +48,4 @@ if [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${JUDGE_BASE_URL:-}" ]; then
       ${JUDGE_BASE_URL:+--base_url "$JUDGE_BASE_URL"} ${JUDGE_MODEL:+--judge_model "$JUDGE_MODEL"}
 fi
 $PY make_table.py "${COMMON[@]}"
+$PY report_html.py "${COMMON[@]}"
