@@ -12,10 +12,11 @@ Writes, for each split:
     features/{m}_{d}_mask_{split}.pth                    [responses, max_new_tokens] bool: valid steps
     features/{m}_{d}_response_{split}.json               [{prompt, response, results, conversation}, ...]
 Each batch is saved as it finishes (features/..._response_{split}.json.parts/): after a crash, the same command
-resumes. Under `accelerate launch --num_processes P` the batches are shared between P processes; the files are the
+resumes; a split already written with the same settings is skipped. Under `accelerate launch --num_processes P` the batches are shared between P processes; the files are the
 same as with one.
 Step 0 is the state after the prompt (it chooses the first token); a step is valid until the one that chose eos.
 """
+import os
 import time
 
 import torch
@@ -25,7 +26,8 @@ from utils.data import load_prompts
 from utils.features import write_rows
 from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
 from utils.intervention import ActivationCapture
-from utils.io import features_path, model_tag, run_settings, save_json, save_tensors, write_sidecar
+from utils.io import (features_path, model_tag, read_json_or_none, run_settings, save_json, save_tensors, sidecar_path,
+                      write_sidecar)
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.runs import BatchRun, refuse_overwrite, seed_batch
 
@@ -48,6 +50,12 @@ def split_outputs(args, m, split):
     """(features, mask, responses) paths of a split; the responses' .meta.json describes all three."""
     return [features_path(args.output_dir, m, args.dataset_name, kind, split)
             for kind in ("token_wise_activations", "mask", "response")]
+
+
+def written_with(paths, settings):
+    """True if a finished run with these settings wrote all of a split's files (the same command skips it)."""
+    meta = read_json_or_none(sidecar_path(paths[2])) or {}
+    return meta.get("settings") == settings and all(os.path.exists(p) for p in paths)
 
 
 def capture_split(args, model, tokenizer, spec, prompts, split, run_for):
@@ -109,6 +117,12 @@ def main(argv=None):
     settings = {split: run_settings(args, ignore=("splits",), split=split) for split in splits}
     for split in splits:
         refuse_overwrite(split_outputs(args, m, split)[2], settings[split], args.overwrite)
+    finished = [split for split in splits if written_with(split_outputs(args, m, split), settings[split])]
+    for split in finished:
+        print(f"{split}: already written with these settings -> {split_outputs(args, m, split)[0]} (skipped)")
+    splits = [split for split in splits if split not in finished]
+    if not splits:
+        return
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)
     tokenizer = load_policy_tokenizer(spec, args.trust_remote_code)

@@ -22,7 +22,8 @@ def parse_args(argv=None):
     parser.add_argument("--model_name", type=str, default="smollm2_135M",
                         help="the policy LLM whose stage-1 responses are scored (names the files)")
     parser.add_argument("--dataset_name", type=str, default="demo", help="data set name used in stage 1")
-    parser.add_argument("--mode", type=str, default="train", choices=["train", "test"], help="which split to label")
+    parser.add_argument("--mode", type=str, default="train",
+                        help="which split to label: train, test, or any other split stage 1 wrote (e.g. tune)")
     cli.add_reward_stage_args(parser)
     return parser.parse_args(argv)
 
