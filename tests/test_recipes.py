@@ -1,0 +1,47 @@
+"""recipes/: each paper setting prints the exact stage commands it runs (dry run), with the paper's flags."""
+import importlib.util
+import os
+import shlex
+
+import pytest
+
+from conftest import ROOT
+
+RECIPES = {"vicuna_7B_hh_rlhf": ("argsearch/llama-7b-rm-float32", "3", "0.0001", "0.5", "30"),
+           "falcon_7B_hh_rlhf": ("argsearch/llama-7b-rm-float32", "2", "0.0001", "0.2", "200"),
+           "vicuna_7B_shp": ("openbmb/UltraRM-13b", "2", "0.0001", "1.0", "50"),
+           "llama3_8B_shp": ("openbmb/UltraRM-13b", "2", "0.001", "1.0", "30")}
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "recipes", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_dry_run_prints_the_paper_settings_stage_commands(name, capsys):
+    from utils.recipes import main
+    reward_model, layers, value_lr, alpha, n = RECIPES[name]
+    recipe = load(name)
+    main(recipe.SETTING, recipe.__doc__, ["--dry_run", "True", "--python", "python", "--output_dir", "out"])
+    lines = [line.split(". ", 1)[1] for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    commands = [shlex.split(line) for line in lines]
+    scripts = [os.path.basename(c[1]) for c in commands]
+    assert scripts[:8] == ["get_activations_only.py", "reward_label.py", "reward_label.py", "train_value_model.py",
+                           "inference_intervention.py", "inference_intervention.py", "inference_intervention.py",
+                           "measure_reward.py"] and scripts[-1] == "make_table.py"
+    assert all(os.path.exists(c[1]) for c in commands), "absolute paths of the repository's scripts"
+    flags = [dict(zip(c[2::2], c[3::2])) for c in commands]
+    assert flags[1]["--reward_model"] == reward_model and flags[1]["--mode"] == "train"
+    assert flags[3]["--num_layers"] == layers and flags[3]["--lr"] == value_lr and flags[3]["--hidden_dim"] == "4096"
+    steer = flags[5]
+    assert (steer["--use_intervention"], steer["--lr"], steer["--epochs"], steer["--value_lr"]) == \
+        ("True", alpha, n, value_lr)
+    assert flags[6]["--prompting"] == "True"
+    # the run names stage 5 scores are the ones stage 4 writes
+    import inference_intervention
+    args = inference_intervention.parse_args(commands[5][2:])
+    assert flags[8]["--out_file"] == inference_intervention.run_name(args, args.model_name)
+    assert all(f["--output_dir"] == "out" for f in flags)

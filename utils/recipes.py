@@ -1,0 +1,96 @@
+"""Presets: the stage command lines of one paper setting (recipes/*.py), printed with --dry_run or run in order."""
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import List, Optional
+
+from utils import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the stage scripts' folder
+
+
+@dataclass
+class Setting:
+    """One row group of the paper's Table 1: the policy, the data, the reward model, the value model and the edit."""
+    model_name: str
+    dataset_name: str
+    reward_model: str
+    num_layers: int          # Linear layers of the value model (3 for Vicuna/HH-RLHF, 2 elsewhere)
+    value_lr: float          # Adam learning rate of the value model
+    step_size: float         # alpha
+    num_updates: int         # n
+    reproduces: str          # the paper's numbers this recipe is meant to give
+    hidden_dim: int = 4096
+    epochs: int = 100
+    max_new_tokens: int = 128
+
+
+def run_names(setting: Setting) -> List[str]:
+    """Base, RE-Control and RE-Control + Prompting, as stage 4 names them."""
+    stem = f"{setting.model_name}_{setting.dataset_name}"
+    re_control = f"{stem}_{setting.value_lr}_{setting.num_updates}_{setting.step_size}"
+    return [f"{stem}_base", re_control, re_control + "_prompting"]
+
+
+def commands(setting: Setting, python: str = "python", output_dir: str = ".", judge: bool = False,
+             prefer_file: Optional[str] = None) -> List[List[str]]:
+    """Stages 1-7 and the table, in order, each an argv list."""
+    common = ["--model_name", setting.model_name, "--dataset_name", setting.dataset_name, "--output_dir", output_dir]
+    reward = ["--reward_model", setting.reward_model]
+    steer = ["--use_intervention", "True", "--value_lr", str(setting.value_lr), "--lr", str(setting.step_size),
+             "--epochs", str(setting.num_updates), "--max_new_tokens", str(setting.max_new_tokens)]
+    base, re_control, re_prompting = run_names(setting)
+    lines = [
+        ["get_activations_only.py", *common, "--max_new_tokens", str(setting.max_new_tokens)],
+        ["reward_label.py", *common, *reward, "--mode", "train"],
+        ["reward_label.py", *common, *reward, "--mode", "test"],
+        ["train_value_model.py", *common, "--lr", str(setting.value_lr), "--num_layers", str(setting.num_layers),
+         "--hidden_dim", str(setting.hidden_dim), "--epochs", str(setting.epochs)],
+        ["inference_intervention.py", *common, "--use_intervention", "False", "--max_new_tokens",
+         str(setting.max_new_tokens)],
+        ["inference_intervention.py", *common, *steer],
+        ["inference_intervention.py", *common, *steer, "--prompting", "True"],
+        ["measure_reward.py", *common, *reward, "--out_file", base],
+    ]
+    for run in (re_control, re_prompting):
+        lines.append(["measure_reward.py", *common, *reward, "--out_file", run, "--baseline", base])
+    for run in (base, re_control, re_prompting):
+        lines.append(["metrics.py", "--output_dir", output_dir, "--run_name", run])
+    if judge:  # against the data set's preferred answers when given (the paper), else against base
+        for run in (base, re_control, re_prompting):
+            if prefer_file or run != base:
+                lines.append(["gpt4_eval.py", "--output_dir", output_dir, "--run_name_red", run, "--run_name_blue",
+                              prefer_file or base])
+    lines.append(["make_table.py", *common])
+    return [[python, os.path.join(ROOT, line[0]), *line[1:]] for line in lines]
+
+
+def main(setting: Setting, doc: str, argv: Optional[List[str]] = None) -> None:
+    """A recipe's command line: print the stage commands (--dry_run True) or run them, stopping at the first error."""
+    parser = cli.make_parser(doc)
+    parser.add_argument("--dry_run", type=cli.str2bool, default=False,
+                        help="print the stage commands this recipe runs, and run nothing")
+    parser.add_argument("--output_dir", type=str, default=".", help="passed to every stage")
+    parser.add_argument("--python", type=str, default=sys.executable, help="the interpreter that runs each stage")
+    parser.add_argument("--judge", type=cli.str2bool, default=False,
+                        help="run stage 7 (needs OPENAI_API_KEY or an OpenAI-compatible server; costs money)")
+    parser.add_argument("--prefer_file", type=str, default=None,
+                        help="stage 7's reference: the data set's preferred answers as [{'prefer': text}] (the "
+                             "paper's dataset_prefer.json); without it each run is judged against base")
+    parser.add_argument("--from_step", type=cli.positive_int, default=1,
+                        help="start at this step (the numbers the recipe prints), e.g. after fixing a failed one")
+    args = parser.parse_args(argv)
+    lines = commands(setting, args.python, args.output_dir, args.judge, args.prefer_file)
+    print(f"# {setting.model_name} / {setting.dataset_name}: reproduces {setting.reproduces}")
+    for number, line in enumerate(lines, 1):
+        print(f"{number:2d}. {shlex.join(line)}")
+    if args.dry_run:
+        return
+    for number, line in enumerate(lines[args.from_step - 1:], args.from_step):
+        print(f"\n[{number}/{len(lines)}] {shlex.join(line)}", flush=True)
+        code = subprocess.call(line)
+        if code:
+            raise cli.UsageError(f"step {number} failed (exit {code}); fix its cause and run the recipe again with "
+                                 f"--from_step {number} (its finished batches are kept)")
