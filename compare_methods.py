@@ -21,9 +21,8 @@ import measure_reward
 import metrics
 from make_table import gather, notes, write_table
 from utils import cli
-from utils.intervention import default_settings
-from utils.io import model_tag, new_figure, save_figure
-from utils.sweep import read_choice
+from utils.io import model_tag, new_figure, output_stem, save_figure
+from utils.models import load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 
 
 def parse_args(argv=None):
@@ -73,29 +72,23 @@ def plot_frontier(rows, path):
 def main(argv=None):
     args = parse_args(argv)
     m = model_tag(args.model_name)
-    step_size, updates = default_settings(args.model_name, args.dataset_name)
-    if args.settings_from:
-        if args.lr is not None or args.epochs is not None:
-            raise cli.UsageError("pass either --settings_from or --lr/--epochs, not both")
-        chosen = read_choice(args.settings_from, "re_control", args.model_name)[0]
-        step_size, updates = chosen["step_size"], chosen["num_updates"]
-    if args.static_re_settings_from:
-        args.strength = read_choice(args.static_re_settings_from, "static_re", args.model_name)[0]["strength"]
-    step_size = step_size if args.lr is None else args.lr
-    updates = updates if args.epochs is None else args.epochs
     common = ["--model_name", args.model_name, "--dataset_name", args.dataset_name, "--device", args.device,
               "--seed", str(args.seed), "--max_new_tokens", str(args.max_new_tokens), "--batch_size",
               str(args.batch_size), "--output_dir", args.output_dir, "--overwrite", str(args.overwrite)]
     common += (["--limit", str(args.limit)] if args.limit else []) + (["--data_file", args.data_file] if args.data_file
                                                                       else [])
-    re_control = ["--use_intervention", "True", "--value_lr", str(args.value_lr), "--lr", str(step_size), "--epochs",
-                  str(updates)]
+    re_control = ["--use_intervention", "True", "--value_lr", str(args.value_lr)]  # alpha, n: stage 4 resolves them
+    re_control += (["--settings_from", args.settings_from] if args.settings_from else []) + (
+        ["--lr", str(args.lr)] if args.lr is not None else []) + (["--epochs", str(args.epochs)] if args.epochs is not
+                                                                   None else [])
+    static = (["--settings_from", args.static_re_settings_from] if args.static_re_settings_from else
+              ["--strength", str(args.strength)])
     plans = [
         (inference_intervention, ["--use_intervention", "False"]),
         (inference_intervention, ["--use_intervention", "False", "--prompting", "True"]),
         (inference_intervention, re_control),
         (inference_intervention, re_control + ["--prompting", "True"]),
-        (decode_methods, ["--method", "static_re", "--strength", str(args.strength), "--value_lr", str(args.value_lr)]),
+        (decode_methods, ["--method", "static_re", *static, "--value_lr", str(args.value_lr)]),
         (decode_methods, ["--method", "best_of_n", "--num_candidates", str(args.num_candidates), "--reward_model",
                           args.reward_model]),
         (decode_methods, ["--method", "args", "--top_k", str(args.top_k), "--weight", str(args.weight),
@@ -103,14 +96,16 @@ def main(argv=None):
         (decode_methods, ["--method", "cd_prefix", "--num_candidates", str(args.num_candidates), "--block_size",
                           str(args.block_size), "--value_lr", str(args.value_lr)]),
     ]
+    # ------------------------------------------------------------------------------------------------------ load
+    spec = resolve_model(args.model_name)
+    model, tokenizer = load_model_and_tokenizer(spec, args.device, "auto", False, None,
+                                                load_policy_tokenizer(spec))
     # ------------------------------------------------------------------------------------------------------ run
     runs = []
-    for script, extra in plans:
+    for script, extra in plans:  # every method through its script's run(), on the one loaded model
         script_args = script.parse_args(common + extra)
-        if script is inference_intervention:
-            script_args.lr, script_args.epochs = step_size, updates
-        runs.append(script.run_name(script_args, m))
-        script.main(common + extra)
+        cli.setup(script_args)
+        runs.append(script.run(script_args, model, tokenizer))
     base = runs[0]
     judge = args.judge_base_url or os.environ.get("OPENAI_API_KEY")
     for run in runs:
@@ -124,7 +119,7 @@ def main(argv=None):
                            + (["--base_url", args.judge_base_url] if args.judge_base_url else []))
     # ------------------------------------------------------------------------------------------------------ save
     rows = gather(args.output_dir, f"{m}_{args.dataset_name}_", base, runs)
-    stem = os.path.join(args.output_dir, "results", f"{m}_{args.dataset_name}_comparison")
+    stem = output_stem(args.output_dir, "results", f"{m}_{args.dataset_name}_comparison")
     write_table(rows, stem, notes(rows))
     plot_frontier(rows, stem + ".png")
     print(f"-> {stem}.md, {stem}.csv, {stem}.png")

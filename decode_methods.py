@@ -11,6 +11,8 @@ ARGS re-ranks the top-k tokens at every step by logit + weight x reward(prefix +
 reward model with another tokenizer re-tokenizes it. CD prefix samples K blocks of B tokens and keeps the one whose
 last state the trained value model rates highest. Writes response/{m}_{d}_{method}_{settings}.json and .meta.json.
 """
+import contextlib
+
 from utils import cli
 from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.features import load_sequences
@@ -64,19 +66,20 @@ def run_name(args, m):
     return f"{m}_{args.dataset_name}_{args.method}_{settings[args.method]}" + ("_prompting" if args.prompting else "")
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cli.setup(args)
+def run(args, model=None, tokenizer=None):
+    """A comparison method on parsed flags, with the policy already loaded if given; returns the run's name."""
     m = model_tag(args.model_name)
-    out = response_path(args.output_dir, run_name(args, m))
+    name = run_name(args, m)
+    out = response_path(args.output_dir, name)
     settings = run_settings(args)
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)
-    tokenizer = load_policy_tokenizer(spec, args.trust_remote_code)
+    tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
     prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
-    model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
-                                                args.device_map, tokenizer)
+    if model is None:
+        model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                    args.device_map, tokenizer)
     add_special = not spec.chat_template
     hook, value_model, reward_model = None, None, None
     if args.method == "static_re":
@@ -104,10 +107,17 @@ def main(argv=None):
                                args.max_new_tokens, add_special)
         return cd_prefix_decode(model, tokenizer, texts, value_model, args.num_candidates, args.block_size,
                                 args.max_new_tokens, args.temperature, 50, args.top_p, add_special)
-    answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({args.method})", out, settings,
-                   method=args.method, prompting=args.prompting, split=args.split)
-    if hook:
-        hook.remove()
+    with hook or contextlib.nullcontext():
+        answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({args.method})", out,
+                       settings, method=args.method, prompting=args.prompting, split=args.split)
+    return name
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.setup(args)
+    run(args)
+
 
 if __name__ == "__main__":
     cli.main_guard(main)

@@ -26,8 +26,16 @@ from utils.data import load_prompts
 from utils.features import write_rows
 from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
 from utils.intervention import ActivationCapture
-from utils.io import (features_path, model_tag, read_json_or_none, run_settings, save_json, save_tensors, sidecar_path,
-                      write_sidecar)
+from utils.io import (
+    features_path,
+    model_tag,
+    read_json_or_none,
+    run_settings,
+    save_json,
+    save_tensors,
+    sidecar_path,
+    write_sidecar,
+)
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.runs import BatchRun, refuse_overwrite, seed_batch
 

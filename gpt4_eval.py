@@ -23,9 +23,9 @@ import time
 from tqdm.auto import tqdm
 
 from utils import cli
-from utils.io import load_json, response_path, run_settings, save_json, write_sidecar
-from utils.runs import refuse_overwrite
+from utils.io import load_json, load_records, output_path, response_path, run_settings, save_json, write_sidecar
 from utils.metrics import cut_at_next_turn, prompt_text
+from utils.runs import refuse_overwrite
 
 SYSTEM_PROMPT = "You are a careful and impartial judge of answers written by AI assistants."
 JUDGE_TEMPLATE = """[Question]
@@ -77,14 +77,18 @@ def load_blue(args, red):
     path = response_path(args.output_dir, args.run_name_blue)
     for candidate in (path, args.run_name_blue, args.run_name_blue + ".json"):
         if os.path.isfile(candidate):
-            records = load_json(candidate)
+            records = load_json(candidate, "inference_intervention.py")
             break
     else:
         raise cli.UsageError(f"--run_name_blue {args.run_name_blue}: neither {path} nor a preferred-responses file "
                              f"of that name exists; run inference_intervention.py or pass the file's path")
-    if not isinstance(records, list) or len(records) < len(red):
-        raise cli.UsageError(f"{args.run_name_blue} has {len(records) if isinstance(records, list) else 0} answers "
-                             f"for {len(red)} prompts of {args.run_name_red}; they must be aligned")
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("prefer", r.get("results")), str) for r in records):
+        raise cli.UsageError(f"{candidate} is neither a response file nor a preferred-responses file ([{{'prefer': "
+                             f"text}}, ...]); re-create it with inference_intervention.py")
+    if len(records) < len(red):
+        raise cli.UsageError(f"{candidate} has {len(records)} answers for {len(red)} prompts of {args.run_name_red}; "
+                             f"they must be aligned")
     if "prefer" in records[0]:
         return [r["prefer"] for r in records[:len(red)]]
     if records[0].get("prompt") != red[0].get("prompt") and "results" in records[0]:
@@ -118,12 +122,16 @@ def read_log(log_path, settings, overwrite):
     """Judgments already paid for: the log's first line holds the settings that made it."""
     if not os.path.exists(log_path) or overwrite:
         return {}
-    with open(log_path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    damaged = cli.UsageError(f"{log_path} is not a judge log (damaged, or a file of another kind); move it away, or "
+                             f"pass --overwrite to start over (its judgments are then paid for again)")
     try:
-        header = json.loads(lines[0]) if lines else {}
-    except json.JSONDecodeError:
-        header = {}
+        with open(log_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        header = json.loads(lines[0]) if lines else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise damaged
+    if not isinstance(header, dict) or "settings" not in header:
+        raise damaged
     if header.get("settings") != settings:
         raise cli.UsageError(f"{log_path} holds judgments made with other settings; run that command again to "
                              f"finish it, or pass --overwrite to start over")
@@ -133,7 +141,7 @@ def read_log(log_path, settings, overwrite):
             entry = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a crash
             continue
-        if "error" not in entry:
+        if isinstance(entry, dict) and "error" not in entry and isinstance(entry.get("index"), int):
             done[entry["index"]] = entry
     return done
 
@@ -182,11 +190,11 @@ def judge(client, args, question, red, blue, red_first):
 def main(argv=None):
     args = parse_args(argv)
     # ------------------------------------------------------------------------------------------------------ load
-    red = load_json(response_path(args.output_dir, args.run_name_red), stage_hint="inference_intervention.py")
+    red = load_records(response_path(args.output_dir, args.run_name_red), "inference_intervention.py")
     blue = load_blue(args, red)
     client = judge_client(args)
     name = f"{args.run_name_red}_{os.path.basename(args.run_name_blue).removesuffix('.json')}"
-    out = os.path.join(args.output_dir, "gpt-4-evaluations", f"{name}.json")
+    out = output_path(args.output_dir, "judgment", name)
     log_path = out.removesuffix(".json") + ".jsonl"
     indices = sorted(random.Random(args.seed).sample(range(len(red)), min(args.num_samples, len(red))))
     settings = run_settings(args, ignore=("max_retries", "retry_delay", "timeout"))

@@ -12,7 +12,18 @@ import glob
 import os
 
 from utils import cli
-from utils.io import atomic_path, load_json, model_tag, new_figure, save_figure
+from utils.io import (
+    atomic_path,
+    load_json,
+    load_reward_record,
+    model_tag,
+    new_figure,
+    output_path,
+    output_stem,
+    response_path,
+    save_figure,
+    sidecar_path,
+)
 from utils.metrics import paired_difference
 
 COLUMNS = ["method", "run", "split", "diversity", "coherence", "average reward", "reward SE", "vs base", "vs base SE",
@@ -51,21 +62,21 @@ def method_name(meta):
 def gather(root, prefix, base_name, runs=None):
     """One row per scored run named {prefix}* (or per run of `runs`, in that order)."""
     runs = runs or sorted(os.path.basename(p)[:-5] for p in
-                          glob.glob(os.path.join(root, "final_reward", prefix + "*.json"))
+                          glob.glob(output_path(root, "reward", prefix + "*"))
                           if not p.endswith(".meta.json"))
     if not runs:
         raise cli.UsageError(f"no scored runs {prefix}* under {root}/final_reward; run measure_reward.py first")
-    base = optional(os.path.join(root, "final_reward", f"{base_name}.json"))
-    base_meta = optional(os.path.join(root, "response", f"{base_name}.meta.json")) or {}
+    base = optional(output_path(root, "reward", base_name))
+    base_meta = optional(sidecar_path(response_path(root, base_name))) or {}
     if base_meta.get("split"):  # a sweep's runs on its tuning split are not rows of the test table
-        runs = [run for run in runs if (optional(os.path.join(root, "response", f"{run}.meta.json")) or {}).get(
+        runs = [run for run in runs if (optional(sidecar_path(response_path(root, run))) or {}).get(
             "split", base_meta["split"]) == base_meta["split"]]
     rows = []
     for run in runs:
-        reward = load_json(os.path.join(root, "final_reward", f"{run}.json"))
-        evaluation = optional(os.path.join(root, "evaluations", f"{run}.json")) or {}
-        meta = optional(os.path.join(root, "response", f"{run}.meta.json"))
-        judgments = [load_json(p) for p in glob.glob(os.path.join(root, "gpt-4-evaluations", f"{run}_*.json"))
+        reward = load_reward_record(output_path(root, "reward", run), "measure_reward.py")
+        evaluation = optional(output_path(root, "evaluation", run)) or {}
+        meta = optional(sidecar_path(response_path(root, run)))
+        judgments = [load_json(p) for p in glob.glob(output_path(root, "judgment", f"{run}_*"))
                      if not p.endswith(".meta.json")]
         diff = (None, None)
         if base and run != base_name and len(base["rewards"]) == len(reward["rewards"]):
@@ -150,10 +161,10 @@ def main(argv=None):
     rows = gather(args.output_dir, prefix, base_name)
     judge_note = notes(rows)
     # ------------------------------------------------------------------------------------------------------ save
-    stem = os.path.join(args.output_dir, "results", f"{prefix}table")
+    stem = output_stem(args.output_dir, "results", f"{prefix}table")
     write_table(rows, stem, judge_note)
-    plot_rewards(rows, os.path.join(args.output_dir, "results", f"{prefix}rewards.png"))
-    print(f"-> {stem}.md, {stem}.csv, {os.path.join(args.output_dir, 'results', prefix + 'rewards.png')}")
+    plot_rewards(rows, output_path(args.output_dir, "results", f"{prefix}rewards", "png"))
+    print(f"-> {stem}.md, {stem}.csv, {output_path(args.output_dir, 'results', prefix + 'rewards', 'png')}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,17 @@ The embedded offline default, with the paired difference to the base run:
 Each generation is cut where the model starts the user's next turn ('Human:' / 'User:'), re-joined with its prompt,
 and scored. Writes final_reward/{out_file}.json: average, standard error, count and every reward.
 """
-import os
 
 from utils import cli
-from utils.io import load_json, response_path, run_settings, save_json, write_sidecar
+from utils.io import (
+    load_records,
+    load_reward_record,
+    output_path,
+    response_path,
+    run_settings,
+    save_json,
+    write_sidecar,
+)
 from utils.metrics import cut_at_next_turn, reward_result
 from utils.rewards import load_reward_model
 from utils.runs import BatchRun, refuse_overwrite
@@ -34,14 +41,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
-    out = os.path.join(args.output_dir, "final_reward", f"{args.out_file}.json")
+    out = output_path(args.output_dir, "reward", args.out_file)
     settings = run_settings(args)
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    records = load_json(response_path(args.output_dir, args.out_file), stage_hint="inference_intervention.py")
+    records = load_records(response_path(args.output_dir, args.out_file), "inference_intervention.py")
     baseline = None
     if args.baseline:
-        baseline = load_json(os.path.join(args.output_dir, "final_reward", f"{args.baseline}.json"),
+        baseline = load_reward_record(output_path(args.output_dir, "reward", args.baseline),
                              stage_hint=f"measure_reward.py --out_file {args.baseline}")
     reward_model = load_reward_model(args.reward_model, args.device, args.dtype, args.batch_size,
                                      args.trust_remote_code)

@@ -11,12 +11,11 @@ rep-n = 100 * (1 - unique n-grams / (n-grams + 1)) over nltk word tokens; divers
 and its response, averaged. Each generation is cut at the user's next turn first.
 Writes evaluations/{run_name}.json with the averages and one row per response.
 """
-import os
 
 from utils import cli
-from utils.io import load_json, response_path, run_settings, save_json, write_sidecar
-from utils.runs import refuse_overwrite
+from utils.io import load_records, output_path, response_path, run_settings, save_json, write_sidecar
 from utils.metrics import SIMCSE_MODEL, load_encoder, text_metrics
+from utils.runs import refuse_overwrite
 
 
 def parse_args(argv=None):
@@ -33,10 +32,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    out = os.path.join(args.output_dir, "evaluations", f"{args.run_name}.json")
+    out = output_path(args.output_dir, "evaluation", args.run_name)
     refuse_overwrite(out, run_settings(args), args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    records = load_json(response_path(args.output_dir, args.run_name), stage_hint="inference_intervention.py")
+    records = load_records(response_path(args.output_dir, args.run_name), "inference_intervention.py")
     # ------------------------------------------------------------------------------------------------------ run
     summary, rows, tokenizers = text_metrics(records, load_encoder(args.embedding_model, args.device),
                                              args.batch_size)

@@ -15,7 +15,7 @@ import os
 
 from make_table import gather
 from utils import cli
-from utils.io import atomic_path, load_json, model_tag, response_path
+from utils.io import atomic_path, load_records, model_tag, output_path, response_path
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}
 th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}th{background:#f3f3f3;cursor:pointer}
@@ -106,18 +106,18 @@ def main(argv=None):
     base_name = args.base or prefix + "base"
     # ------------------------------------------------------------------------------------------------------ load
     rows = gather(args.output_dir, prefix, base_name)
-    base_records = load_json(response_path(args.output_dir, base_name), "inference_intervention.py")
+    base_records = load_records(response_path(args.output_dir, base_name), "inference_intervention.py")
     base_rewards = next((r["rewards"] for r in rows if r["run"] == base_name), None)
     if base_rewards is None:
         raise cli.UsageError(f"the base run {base_name} is not scored; run measure_reward.py --out_file {base_name}")
-    plots = sorted(glob.glob(os.path.join(args.output_dir, "results", "*.png"))
+    plots = sorted(glob.glob(output_path(args.output_dir, "results", "*", "png"))
                    + glob.glob(os.path.join(args.output_dir, "trained_model", "*_loss.png")))
     # ------------------------------------------------------------------------------------------------------ build
     sections = []
     for row in rows:
         if row["run"] == base_name:
             continue
-        records = load_json(response_path(args.output_dir, row["run"]), "inference_intervention.py")
+        records = load_records(response_path(args.output_dir, row["run"]), "inference_intervention.py")
         if len(records) != len(base_records) or len(row["rewards"]) != len(records):
             print(f"skipped {row['run']}: it did not answer the base run's prompts")
             continue
@@ -133,7 +133,7 @@ def main(argv=None):
             f"</p>{''.join(sections) or '<p>no other run</p>'}"
             f"<script>{SCRIPT}</script></body></html>")
     # ------------------------------------------------------------------------------------------------------ save
-    out = os.path.join(args.output_dir, "results", f"{prefix}report.html")
+    out = output_path(args.output_dir, "results", f"{prefix}report", "html")
     with atomic_path(out) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(page)

@@ -12,7 +12,7 @@ Reads features/{m}_{d}_response_{mode}.json; writes features/{m}_{d}_labels_{mod
 import torch
 
 from utils import cli
-from utils.io import features_path, load_json, model_tag, run_settings, save_tensors, write_sidecar
+from utils.io import features_path, load_records, model_tag, run_settings, save_tensors, write_sidecar
 from utils.rewards import load_reward_model
 from utils.runs import BatchRun, refuse_overwrite
 
@@ -36,7 +36,7 @@ def main(argv=None):
     settings = run_settings(args)
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    records = load_json(features_path(args.output_dir, m, args.dataset_name, "response", args.mode),
+    records = load_records(features_path(args.output_dir, m, args.dataset_name, "response", args.mode),
                         stage_hint="get_activations_only.py")
     reward_model = load_reward_model(args.reward_model, args.device, args.dtype, args.batch_size,
                                      args.trust_remote_code)

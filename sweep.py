@@ -17,6 +17,7 @@ Stage 4 and the comparison methods read the chosen setting:
     python inference_intervention.py --use_intervention True --value_lr 0.001 \\
         --settings_from runs/demo/results/smollm2_135M_demo_sweep.json
 """
+import contextlib
 import csv
 import os
 
@@ -25,8 +26,20 @@ from utils.data import load_prompts
 from utils.features import load_sequences
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention
-from utils.io import (atomic_path, load_json, model_tag, read_json_or_none, response_path, run_settings, save_json,
-                      sidecar_path, value_model_stem, write_sidecar)
+from utils.io import (
+    atomic_path,
+    load_reward_record,
+    model_tag,
+    output_path,
+    output_stem,
+    read_json_or_none,
+    response_path,
+    run_settings,
+    save_json,
+    sidecar_path,
+    value_model_stem,
+    write_sidecar,
+)
 from utils.methods import StaticIntervention, linear_probe_direction
 from utils.metrics import SIMCSE_MODEL, cut_at_next_turn, load_encoder, reward_result, text_metrics
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
@@ -82,7 +95,7 @@ def cell_plan(args, prefix, value_tag):
 
 def scored(root, run, settings):
     """The cell's stage-5/6 records if a run with these settings finished them, else None."""
-    paths = [os.path.join(root, folder, f"{run}.json") for folder in ("final_reward", "evaluations")]
+    paths = [output_path(root, kind, run) for kind in ("reward", "evaluation")]
     if (read_json_or_none(sidecar_path(response_path(root, run))) or {}).get("settings") != settings:
         return None
     records = [read_json_or_none(p) for p in paths]
@@ -98,7 +111,7 @@ def main(argv=None):
     m = model_tag(args.model_name)
     prefix = f"{m}_{args.dataset_name}_{args.split}"
     name = args.name or f"{m}_{args.dataset_name}_sweep" + ("_static_re" if args.method == "static_re" else "")
-    stem = os.path.join(args.output_dir, "results", name)
+    stem = output_stem(args.output_dir, "results", name)
     vm_path = None
     if args.method == "re_control":
         vm_path = (args.value_model or value_model_stem(args.output_dir, m, args.dataset_name, args.value_lr))
@@ -140,30 +153,29 @@ def main(argv=None):
                 value_model.to(model.device)
         config = generation_config(model, tokenizer, args.max_new_tokens)
         if cell is None:
-            hook, method = None, "base"
+            hook, method = contextlib.nullcontext(), "base"
         elif "strength" in cell:
             hook, method = StaticIntervention(model, direction, cell["strength"]), "static_re"
         else:
             hook, method = ValueIntervention(model, value_model, cell["step_size"], cell["num_updates"]), "RE-Control"
 
-        def decode_batch(texts, conversations):
+        def decode_batch(texts, _conversations):
             return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
         out = response_path(args.output_dir, run)
-        records = answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"{run}", out, settings,
-                                 method=method, split=args.split, value_model=value_model.config if cell and vm_path
-                                 else None, **(cell or {}))
-        if hook:
-            hook.remove()
+        with hook:
+            records = answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"{run}", out, settings,
+                                     method=method, split=args.split,
+                                     value_model=value_model.config if cell and vm_path else None, **(cell or {}))
         rewards = reward_model.score([r["conversation"] for r in records],
                                      [cut_at_next_turn(r["results"]) for r in records], progress=False)
-        base_record = None if cell is None else load_json(os.path.join(args.output_dir, "final_reward",
-                                                                       f"{prefix}_base.json"))
+        base_record = None if cell is None else load_reward_record(output_path(args.output_dir, "reward",
+                                                                                f"{prefix}_base"), "sweep.py")
         reward = reward_result(run, args.reward_model, rewards, base_record)
         summary, rows, tokenizers = text_metrics(records, encoder)
         evaluation = {"run": run, "tokenizer": tokenizers, "embedding_model": args.embedding_model, **summary,
                       "rows": rows}
-        for folder, record in (("final_reward", reward), ("evaluations", evaluation)):
-            path = os.path.join(args.output_dir, folder, f"{run}.json")
+        for kind, record in (("reward", reward), ("evaluation", evaluation)):
+            path = output_path(args.output_dir, kind, run)
             save_json(record, path)
             write_sidecar(path, args, settings)
         return reward, evaluation

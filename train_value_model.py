@@ -21,17 +21,24 @@ Levers beyond the paper (each default keeps the paper's behaviour):
     --value_model PATH               save under PATH (no extension) instead of the original name, e.g. for sweeps
 """
 import csv
-import math
 
-import torch
 from tqdm.auto import tqdm
 
 from utils import cli
 from utils.features import load_sequences
-from utils.io import (atomic_path, features_path, load_json, model_tag, new_figure, run_settings, save_figure,
-                      value_model_stem)
+from utils.io import (
+    atomic_path,
+    features_path,
+    load_json,
+    model_tag,
+    new_figure,
+    run_settings,
+    save_figure,
+    value_model_stem,
+)
 from utils.runs import refuse_overwrite
-from utils.value_model import ValueModel, bellman_loss, fold_output_affine, monte_carlo_error, save_value_model
+from utils.training import ValueTrainingConfig, fit_value_model, split_by_group
+from utils.value_model import save_value_model
 
 
 def parse_args(argv=None):
@@ -76,46 +83,6 @@ def parse_args(argv=None):
     return args
 
 
-LOSS_PARTS = ("loss", "td", "terminal", "mc")
-
-
-def run_epoch(model, data, batch_size, device, optimizer=None, detach_target=True, generator=None, td_lambda=0.0,
-              scale=1.0, shift=0.0):
-    """Mean per-sequence (loss, td, terminal, Monte-Carlo error) over the split; one optimizer step per batch if
-    training. The model's output is read as scale * V + shift (reward standardisation)."""
-    order = torch.randperm(len(data), generator=generator) if optimizer else torch.arange(len(data))
-    totals = torch.zeros(len(LOSS_PARTS))
-    for start in range(0, len(data), batch_size):
-        ids = order[start:start + batch_size]
-        states, lengths, rewards = data.batch(ids)
-        lengths, rewards = lengths.to(device), rewards.to(device)
-        with torch.set_grad_enabled(optimizer is not None):
-            values = model(states.to(device))
-            if (scale, shift) != (1.0, 0.0):
-                values = values * scale + shift
-            parts = bellman_loss(values, lengths, rewards, detach_target, td_lambda)
-        if optimizer:
-            optimizer.zero_grad()
-            parts[0].backward()
-            optimizer.step()
-        parts = [p.item() for p in parts] + [monte_carlo_error(values.detach(), lengths, rewards).item()]
-        totals += torch.tensor(parts) * len(ids)
-    return (totals / len(data)).tolist()
-
-
-def split_by_prompt(data, records, fraction, seed):
-    """(train, validation): a seeded `fraction` of the distinct prompts, with all their responses, held out."""
-    prompts = sorted({r["prompt"] for r in records})
-    held = int(round(fraction * len(prompts)))
-    if held < 1 or held >= len(prompts):
-        raise cli.UsageError(f"--val_fraction {fraction} of {len(prompts)} training prompts leaves an empty slice; "
-                             f"choose a fraction that holds out at least one prompt and keeps one")
-    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
-    validation = {prompts[i] for i in order[:held]}
-    is_val = torch.tensor([r["prompt"] in validation for r in records])
-    return data.subset(torch.nonzero(~is_val).squeeze(1)), data.subset(torch.nonzero(is_val).squeeze(1))
-
-
 def plot_losses(rows, path, baseline):
     fig, ax = new_figure(figsize=(6, 4))
     epochs = [r["epoch"] for r in rows]
@@ -153,13 +120,9 @@ def main(argv=None):
         if len(records) != len(train):
             raise cli.UsageError(f"{len(records)} training responses for {len(train)} feature sequences; re-run "
                                  f"get_activations_only.py")
-        train, validation = split_by_prompt(train, records, args.val_fraction, args.seed)
-    scale, shift = 1.0, 0.0
-    if args.standardize_rewards:
-        shift, scale = train.labels.mean().item(), train.labels.std().item() or 1.0
-    model = ValueModel(train.dim, args.hidden_dim or train.dim, args.num_layers).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    generator = torch.Generator().manual_seed(args.seed)
+        train, validation = split_by_group(train, [r["prompt"] for r in records], args.val_fraction, args.seed)
+    config = ValueTrainingConfig(**{k: getattr(args, k) for k in ValueTrainingConfig.__dataclass_fields__
+                                    if k != "device"}, device=str(device))
     baseline = ((test.labels - train.labels.mean()) ** 2).mean().item()
     print(f"train: {len(train)} sequences, {train.num_steps} steps"
           + (f"; validation: {len(validation)} sequences" if validation else "")
@@ -168,34 +131,17 @@ def main(argv=None):
     # ------------------------------------------------------------------------------------------------------ train
     description = dict(llm=args.model_name, dataset=args.dataset_name, lr=args.lr, num_train=len(train),
                        baseline_terminal_loss=baseline, settings=settings)
-    rows, best = [], None
-    progress = tqdm(range(1, args.epochs + 1), desc="epochs")
-    for epoch in progress:
-        model.train()
-        train_parts = run_epoch(model, train, args.batch_size, device, optimizer, args.detach_target, generator,
-                                args.td_lambda, scale, shift)
-        model.eval()
-        splits = {"train": train_parts,
-                  "test": run_epoch(model, test, args.batch_size, device, td_lambda=args.td_lambda, scale=scale,
-                                    shift=shift)}
-        if validation:
-            splits["val"] = run_epoch(model, validation, args.batch_size, device, td_lambda=args.td_lambda,
-                                      scale=scale, shift=shift)
-        if not all(math.isfinite(x) for parts in splits.values() for x in parts):
-            raise cli.UsageError(f"the loss became NaN or inf at epoch {epoch}; lower --lr or check the features")
-        rows.append(dict(epoch=epoch, **{f"{split}_{k}": v for split, parts in splits.items()
-                                         for k, v in zip(LOSS_PARTS, parts)}))
-        if args.early_stopping and (best is None or rows[-1]["val_mc"] < best[0]["val_mc"]):
-            best = rows[-1], fold_output_affine(model, scale, shift)
-        progress.write(f"epoch {epoch:4d}  train loss {train_parts[0]:.5f}  test loss {splits['test'][0]:.5f} "
-                       f"(td {splits['test'][1]:.5f}, terminal {splits['test'][2]:.5f})"
-                       + (f"  validation MC error {splits['val'][3]:.5f}" if validation else ""))
+
+    def on_epoch(epoch, current, row):
+        tqdm.write(f"epoch {epoch:4d}  train loss {row['train_loss']:.5f}  test loss {row['test_loss']:.5f} "
+                   f"(td {row['test_td']:.5f}, terminal {row['test_terminal']:.5f})"
+                   + (f"  validation MC error {row['val_mc']:.5f}" if validation else ""))
         if epoch % args.checkpoint_every == 0 and epoch != args.epochs:
-            save_value_model(fold_output_affine(model, scale, shift), f"{stem}_{epoch}", epoch=epoch,
-                             test_loss=splits["test"][0], **description)
+            save_value_model(current(), f"{stem}_{epoch}", epoch=epoch, test_loss=row["test_loss"], **description)
+    result = fit_value_model(train, config, validation, {"test": test}, on_epoch, progress=True)
+    rows, kept = result.log, result.kept
     # ------------------------------------------------------------------------------------------------------ save
-    kept, final = best if best else (rows[-1], fold_output_affine(model, scale, shift))
-    save_value_model(final, stem, epoch=kept["epoch"], test_loss=kept["test_loss"],
+    save_value_model(result.model, stem, epoch=kept["epoch"], test_loss=kept["test_loss"],
                      test_terminal_loss=kept["test_terminal"], test_mc_error=kept["test_mc"],
                      val_mc_error=kept.get("val_mc"), **description)
     with atomic_path(stem + "_log.csv") as tmp:
@@ -205,7 +151,8 @@ def main(argv=None):
             writer.writerows(rows)
     plot_losses(rows, stem + "_loss.png", baseline)
     print(f"value model (epoch {kept['epoch']}"
-          + (f", lowest validation MC error {kept['val_mc']:.5f}" if best else "") + f") -> {stem}.safetensors "
+          + (f", lowest validation MC error {kept['val_mc']:.5f}" if args.early_stopping else "")
+          + f") -> {stem}.safetensors "
           f"(test loss {kept['test_loss']:.5f}, terminal {kept['test_terminal']:.5f} vs {baseline:.5f} for the mean)")
 
 

@@ -39,6 +39,7 @@ print('PEAK', rss('VmHWM:') - before)
 
 def build(layout, source, out, scale):
     import torch
+
     from utils.features import FeatureFile, write_rows
     from utils.io import features_path, save_tensors
     for split in ("train", "test"):

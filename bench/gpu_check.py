@@ -24,8 +24,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import (ROOT, command_line, environment_lines, forced_config, malloc_for_memory,  # noqa: E402
-                          ids_tokenizer, interleaved, median, peak_extra_mb, record, sync_for, write_results)
+from bench.common import (  # noqa: E402
+    ROOT,
+    command_line,
+    environment_lines,
+    forced_config,
+    ids_tokenizer,
+    interleaved,
+    malloc_for_memory,
+    median,
+    peak_extra_mb,
+    record,
+    sync_for,
+    write_results,
+)
 from bench.original_edit import OriginalEdit  # noqa: E402
 from utils.intervention import ActivationCapture, ValueIntervention  # noqa: E402
 from utils.value_model import ValueModel  # noqa: E402

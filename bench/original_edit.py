@@ -27,7 +27,7 @@ class OriginalEdit(FinalNormHook):
         self.epochs = epochs
         super().__init__(model)
 
-    def _hook(self, module, inputs, output):
+    def _hook(self, _module, _inputs, output):
         x = output.detach().clone()
         x.requires_grad = True
         optimizer = torch.optim.SGD([x], lr=self.lr)

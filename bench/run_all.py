@@ -34,9 +34,20 @@ torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import (ROOT, command_line, environment_lines, forced_config, hh_prompts,  # noqa: E402
-                          interleaved, malloc_for_memory, malloc_for_timing, median, peak_extra_mb, record,
-                          write_results)
+from bench.common import (  # noqa: E402
+    ROOT,
+    command_line,
+    environment_lines,
+    forced_config,
+    hh_prompts,
+    interleaved,
+    malloc_for_memory,
+    malloc_for_timing,
+    median,
+    peak_extra_mb,
+    record,
+    write_results,
+)
 from bench.original_edit import OriginalEdit  # noqa: E402
 from utils.generation import generate_batch  # noqa: E402
 from utils.intervention import ActivationCapture, ValueIntervention  # noqa: E402
@@ -128,7 +139,7 @@ def hook_seconds(model, value_model, batch_size, prompt_len, new_tokens, repeats
     variants = {"none": passes,
                 "recontrol": hooked(lambda: ValueIntervention(holder, value_model, STEP_SIZE, NUM_UPDATES)),
                 "original": hooked(lambda: OriginalEdit(holder, value_model, STEP_SIZE, NUM_UPDATES))}
-    times, _, _ = interleaved(variants, repeats, log=lambda line: None)
+    times, _, _ = interleaved(variants, repeats, log=lambda _line: None)
     return {name: median(times[name]) - median(times["none"]) for name in ("recontrol", "original")}
 
 
@@ -164,7 +175,8 @@ def capture_bytes_by_layers(tokenizer, prompts, new_tokens, layer_counts=(4, 16)
 def profile(variants, row_limit=15):
     """torch.profiler on one RE-Control and one original generate, top ops by self CPU time; each edit is labelled
     (record_function) so that its share of the generate shows."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile, record_function
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as torch_profile
 
     def labelled(fn, label):
         def wrapper(*args):

@@ -17,8 +17,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import (command_line, environment_lines, forced_config, interleaved, median,  # noqa: E402
-                          record, write_results)
+from bench.common import command_line, environment_lines, forced_config, interleaved, median, record, write_results  # noqa: E402
 from utils.data import load_prompts  # noqa: E402
 from utils.intervention import ActivationCapture  # noqa: E402
 from utils.models import find_final_norm, load_model_and_tokenizer, resolve_model  # noqa: E402
@@ -40,7 +39,7 @@ def parse_args():
 def all_states(model, ids, mask):
     """Final-norm output at every position of a teacher-forced forward, in float32."""
     kept = {}
-    handle = find_final_norm(model).register_forward_hook(lambda m, i, o: kept.update(o=o.float()))  # returns None
+    handle = find_final_norm(model).register_forward_hook(lambda _m, _i, o: kept.update(o=o.float()))  # returns None
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
     handle.remove()

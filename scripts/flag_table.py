@@ -13,7 +13,7 @@ def parser_of(module):
     captured = {}
     original = argparse.ArgumentParser.parse_args
 
-    def capture(self, *a, **k):
+    def capture(self, *_args, **_kwargs):
         captured["parser"] = self
         raise SystemExit
     argparse.ArgumentParser.parse_args = capture
@@ -35,4 +35,5 @@ for name in SCRIPTS:
         choices = f" ({'/'.join(map(str, action.choices))})" if action.choices else ""
         default = "required" if action.required else f"`{action.default}`"
         text = (action.help or "").replace("|", "\\|").replace("\\n", " ")
-        print(f"| `{action.option_strings[0]}` | {default} | {text}{choices} |")
+        names = " ".join(f"`{name}`" for name in action.option_strings)
+        print(f"| {names} | {default} | {text}{choices} |")

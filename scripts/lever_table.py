@@ -3,13 +3,12 @@
     python scripts/lever_table.py --output_dir runs/demo --out results/smollm2_135M_demo_levers.md
 """
 import glob
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
-from utils.io import atomic_path, load_json  # noqa: E402
+from utils.io import atomic_path, load_json, output_path  # noqa: E402
 from utils.sweep import describe  # noqa: E402
 
 LEVER_FLAGS = ("td_lambda", "early_stopping", "val_fraction", "standardize_rewards", "hidden_dim", "num_layers",
@@ -34,7 +33,7 @@ def cell_text(cell, base):
 
 def main(argv=None):
     args = parse_args(argv)
-    paths = sorted(p for p in glob.glob(os.path.join(args.output_dir, "results", args.prefix + "*.json"))
+    paths = sorted(p for p in glob.glob(output_path(args.output_dir, "results", args.prefix + "*"))
                    if not p.endswith(".meta.json"))
     if not paths:
         raise cli.UsageError(f"no {args.prefix}*.json under {args.output_dir}/results; run scripts/levers.sh first")

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
-from utils.io import atomic_path, load_json, save_json  # noqa: E402
+from utils.io import atomic_path, load_json, load_reward_record, output_path, save_json  # noqa: E402
 from utils.metrics import mean_and_se, paired_difference  # noqa: E402
 from utils.sweep import describe  # noqa: E402
 
@@ -38,8 +38,8 @@ def parse_args(argv=None):
 
 
 def scored_run(folder, run):
-    return (load_json(os.path.join(folder, "final_reward", f"{run}.json")),
-            load_json(os.path.join(folder, "evaluations", f"{run}.json")))
+    return (load_reward_record(output_path(folder, "reward", run), "measure_reward.py"),
+            load_json(output_path(folder, "evaluation", run), "metrics.py"))
 
 
 def method_run(folder, method):
@@ -71,7 +71,7 @@ def main(argv=None):
             run = method_run(folder, method)
             reward, evaluation = scored_run(folder, run)
             diff, se = paired_difference(reward["rewards"], base_reward["rewards"])
-            chosen = load_json(os.path.join(folder, "results", f"{M}_{D}_{sweep}.json"))
+            chosen = load_json(output_path(folder, "results", f"{M}_{D}_{sweep}"), "sweep.py")
             per_prompt[name].append([a - b for a, b in zip(reward["rewards"], base_reward["rewards"])])
             draw[name] = {"run": run, "setting": chosen["chosen"], "rule": chosen["rule"],
                           "average_reward": reward["average_reward"], "difference": diff, "se": se,
@@ -128,7 +128,7 @@ def main(argv=None):
     if args.demo_sweeps_to:
         for sweep in ("sweep", "sweep_static_re"):
             for ext in ("json", "md", "png"):
-                source = os.path.join(folders[0], "results", f"{M}_{D}_{sweep}.{ext}")
+                source = output_path(folders[0], "results", f"{M}_{D}_{sweep}", ext)
                 shutil.copyfile(source, os.path.join(args.demo_sweeps_to, os.path.basename(source)))
     print(table + f"-> {args.out}.json, {args.out}.md")
 

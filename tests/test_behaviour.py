@@ -29,7 +29,7 @@ class LetterReward(RewardModel):
         super().__init__(batch_size=64)
         self.letter = letter
 
-    def inputs(self, conversations, generations):
+    def inputs(self, _conversations, generations):  # the answer alone
         return list(generations)
 
     def score_batch(self, texts):
@@ -96,7 +96,7 @@ def test_args_with_a_positive_weight_picks_argmax_of_logit_plus_weighted_reward(
 def state_before_last_token(model, input_ids, attention_mask, last_index):
     """Final-norm output at the position that chose the token at `last_index` (teacher-forced, full forward)."""
     kept = {}
-    handle = find_final_norm(model).register_forward_hook(lambda m, i, o: kept.update(o=o))
+    handle = find_final_norm(model).register_forward_hook(lambda _m, _i, o: kept.update(o=o))
     model(input_ids=input_ids[None], attention_mask=attention_mask[None],
           position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0)[None])
     handle.remove()
@@ -178,8 +178,9 @@ def test_re_control_raises_a_planted_reward_end_to_end(tiny_llama_dir, tiny_toke
     """V(o) = the logit of one token: stage 4 with that value model writes the token more often than base does."""
     import json
 
-    import inference_intervention
     from transformers import AutoModelForCausalLM
+
+    import inference_intervention
     head = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).get_output_embeddings().weight.detach()
     target = next(t for t in range(head.shape[0]) if tiny_tokenizer.decode([t]).strip().isalpha()
                   and len(tiny_tokenizer.decode([t]).strip()) >= 3)

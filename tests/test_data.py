@@ -6,8 +6,16 @@ import json
 import pytest
 
 from utils.cli import UsageError
-from utils.data import (ALIGNMENT_PROMPT, conversation_text, format_prompt, load_prompts, load_records,
-                        parse_hh_dialogue, read_records_file, record_turns)
+from utils.data import (
+    ALIGNMENT_PROMPT,
+    conversation_text,
+    format_prompt,
+    load_prompts,
+    load_records,
+    parse_hh_dialogue,
+    read_records_file,
+    record_turns,
+)
 from utils.models import resolve_model
 
 MULTI_TURN = ("\n\nHuman: What should I cook tonight?\n\nAssistant: How about pasta?"

@@ -132,8 +132,8 @@ def cases(model_dir, root, m):
         ("a tensor file that is not one (e.g. a pickle)", ["train_value_model.py", "--model_name", m, "--dataset_name",
                                                            D, "--output_dir", os.path.join(root, "pickled")],
          "as a tensor file"),
-        ("step size alpha < 0", [*stage4, "--lr", "-1"], "argument --lr: must be >= 0.0, got -1"),
-        ("number of updates n < 0", [*stage4, "--epochs", "-1"], "argument --epochs: must be >= 0, got -1"),
+        ("step size alpha < 0", [*stage4, "--lr", "-1"], "argument --lr/--step_size: must be >= 0.0, got -1"),
+        ("number of updates n < 0", [*stage4, "--epochs", "-1"], "argument --epochs/--num_updates: must be >= 0, got -1"),
         ("batch size 0", [*stage4, "--batch_size", "0"], "argument --batch_size: must be >= 1, got 0"),
         ("--limit 0", [*stage4, "--limit", "0"], "argument --limit: must be >= 1, got 0"),
         ("--settings_from a file that is not a sweep result", [*stage4, "--use_intervention", "True", "--value_lr",
@@ -201,7 +201,7 @@ def test_a_bad_flag_from_the_shell_is_one_line(tmp_path):
     proc = run(["inference_intervention.py", "--lr", "-1"], str(tmp_path))
     code = proc.wait(timeout=120)
     stdout, stderr = proc.communicate()
-    assert code == 2 and stderr.strip() == ("error: argument --lr: must be >= 0.0, got -1; "
+    assert code == 2 and stderr.strip() == ("error: argument --lr/--step_size: must be >= 0.0, got -1; "
                                             "see inference_intervention.py --help")
 
 

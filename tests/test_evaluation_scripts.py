@@ -93,6 +93,7 @@ def tiny_bert_dir(tmp_path_factory, tiny_tokenizer):
 def test_coherence_is_the_cosine_of_cls_states(tiny_bert_dir):
     import torch
     from transformers import AutoModel, AutoTokenizer
+
     from utils.metrics import coherence_scores, load_encoder
     prompts, answers = ["How are you?", "Why is the sky blue?"], ["I am fine, thanks.", "Because of scattering."]
     scores = coherence_scores(prompts, answers, load_encoder(tiny_bert_dir))

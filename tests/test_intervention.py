@@ -47,8 +47,8 @@ def test_final_norm_feeds_lm_head(arch_model, tiny_tokenizer):
     norm = find_final_norm(model)
     assert find_final_norm(model, known_paths=()) is norm
     seen = {}
-    h1 = norm.register_forward_hook(lambda m, i, o: seen.__setitem__("norm", o))
-    h2 = model.get_output_embeddings().register_forward_pre_hook(lambda m, i: seen.__setitem__("head", i[0]))
+    h1 = norm.register_forward_hook(lambda _m, _i, o: seen.__setitem__("norm", o))
+    h2 = model.get_output_embeddings().register_forward_pre_hook(lambda _m, i: seen.__setitem__("head", i[0]))
     model(**tiny_tokenizer(PROMPTS[:1], return_tensors="pt"))
     h1.remove(), h2.remove()
     assert torch.equal(seen["norm"][:, -seen["head"].shape[1]:], seen["head"])
@@ -127,7 +127,7 @@ def test_removing_the_hook_restores_the_model(arch_model, tiny_tokenizer):
     enc = tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         before = model(**enc).logits
-        hook = ValueIntervention(model, value_model_for(model), 5.0, 10)
+        hook = ValueIntervention(model, value_model_for(model), 5.0, 10).register()
         during = model(**enc).logits
         hook.remove()
         after = model(**enc).logits
@@ -139,7 +139,7 @@ def test_removing_the_hook_restores_the_model(arch_model, tiny_tokenizer):
 
 def test_value_rises_over_the_updates(arch_model, tiny_tokenizer):
     arch, model = arch_model
-    hook = ValueIntervention(model, value_model_for(model, num_layers=3), 0.05, 20, track_values=True)
+    hook = ValueIntervention(model, value_model_for(model, num_layers=3), 0.05, 20, track_values=True).register()
     greedy(model, tiny_tokenizer, PROMPTS, new_tokens=3)
     hook.remove()
     assert len(hook.value_trace) == 3
@@ -176,3 +176,54 @@ def test_half_precision_edit_runs_in_float32():
     expected = sgd_reference(value_model, states.float(), 1e-3, 50).to(torch.bfloat16)
     assert torch.equal(edited, expected)
     assert not torch.equal(edited, states)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The hooks as context managers, and a value model that changes
+
+def last_logits(model, enc):
+    with torch.no_grad():
+        return model(**enc).logits[:, -1]
+
+
+def test_a_hook_acts_only_inside_with_nested_and_reentered(tiny_tokenizer):
+    model = build_model("llama", tiny_tokenizer)
+    enc = tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    base = last_logits(model, enc)
+    hook = ValueIntervention(model, value_model_for(model), 5.0, 10)
+    assert torch.equal(last_logits(model, enc), base), "constructing a hook registers nothing"
+    with hook:
+        edited = last_logits(model, enc)
+        with hook:
+            assert torch.equal(last_logits(model, enc), edited), "nested: one edit, not two"
+        assert torch.equal(last_logits(model, enc), edited), "the outer with still holds it"
+    assert not torch.equal(edited, base)
+    assert torch.equal(last_logits(model, enc), base) and not find_final_norm(model)._forward_hooks
+    with hook:
+        assert torch.equal(last_logits(model, enc), edited), "re-entered"
+    assert torch.equal(last_logits(model, enc), base)
+    with ActivationCapture(model) as capture, hook:
+        last_logits(model, enc)
+    assert len(capture.states) == 1 and not find_final_norm(model)._forward_hooks
+
+
+def test_the_edit_reads_the_value_model_again_when_it_changes(tiny_tokenizer):
+    model = build_model("llama", tiny_tokenizer)
+    enc = tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    value_model = value_model_for(model)
+    hook = ValueIntervention(model, value_model, 5.0, 10)
+    with hook:
+        first = last_logits(model, enc)
+    optimizer = torch.optim.SGD(value_model.parameters(), lr=1.0)  # an in-place update, as in training
+    value_model(torch.randn(4, 32)).sum().backward()
+    optimizer.step()
+    with hook:
+        after_step = last_logits(model, enc)
+    with ValueIntervention(model, value_model, 5.0, 10):
+        assert torch.equal(after_step, last_logits(model, enc)), "the same as a fresh hook on the updated model"
+    assert not torch.equal(after_step, first)
+    hook.value_model = value_model_for(model, seed=3)
+    with hook:
+        swapped = last_logits(model, enc)
+    with ValueIntervention(model, value_model_for(model, seed=3), 5.0, 10):
+        assert torch.equal(swapped, last_logits(model, enc))

@@ -5,7 +5,7 @@ import torch
 from conftest import QUESTIONS, build_model
 from utils.features import SequenceData
 from utils.generation import decode_rows, generate_batch, generation_config
-from utils.methods import (StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction)
+from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
 from utils.rewards import VaderReward
 from utils.value_model import ValueModel
 
@@ -173,11 +173,19 @@ def judge_against_base(out, red, blue):
         return json.load(f)
 
 
-def test_compare_methods_writes_one_row_per_method(varied, tiny_llama_dir, qfile):
+def test_compare_methods_writes_one_row_per_method(varied, tiny_llama_dir, qfile, monkeypatch):
     import csv
     import os
 
+    from transformers import AutoModelForCausalLM
+
     import compare_methods
+    loads, original = [], AutoModelForCausalLM.from_pretrained
+
+    def counting(*args, **kwargs):
+        loads.append(args[0])
+        return original(*args, **kwargs)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", counting)
     compare_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--device", "cpu",
                           "--max_new_tokens", "3", "--batch_size", "2", "--limit", "3", "--num_candidates", "2",
                           "--top_k", "2", "--block_size", "2", "--output_dir", varied, "--lr", "1.0", "--epochs",
@@ -191,3 +199,4 @@ def test_compare_methods_writes_one_row_per_method(varied, tiny_llama_dir, qfile
     assert all(float(r["time (s)"]) > 0 for r in rows) and rows[0]["vs base"] == ""
     assert all(r["vs base"] != "" for r in rows[1:])
     assert os.path.getsize(stem + ".png") > 1000 and os.path.exists(stem + ".md")
+    assert len(loads) == 1, f"the LLM is loaded once for the eight methods, not {len(loads)} times"

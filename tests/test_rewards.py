@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from utils.cli import UsageError
-from utils.rewards import (TransformerReward, VaderReward, is_ultrarm, load_reward_model, normalize_markers)
+from utils.rewards import TransformerReward, VaderReward, is_ultrarm, load_reward_model, normalize_markers
 
 CONVERSATIONS = [
     "Human: How do I make a good cup of coffee?\n\nAssistant:",

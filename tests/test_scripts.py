@@ -140,6 +140,7 @@ def early_stop_llama(tmp_path_factory, tiny_llama_dir):
     first test prompt picks at step 1: responses then end at different steps (the random model never picks the real
     eos in a few steps). Returns the folder and each test prompt's expected number of valid steps."""
     import shutil
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)

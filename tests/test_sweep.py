@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from test_scripts import D, llm_args, read_json, tag
 
 import get_activations_only
 import inference_intervention
@@ -12,7 +13,6 @@ import reward_label
 import sweep
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
-from test_scripts import D, llm_args, read_json, tag
 from utils.cli import UsageError
 from utils.io import save_tensors
 

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from utils.cli import UsageError
-from utils.value_model import (ValueModel, bellman_loss, fold_output_affine, lambda_returns, load_value_model,
-                               monte_carlo_error, pack_padded, save_value_model)
+from utils.training import split_by_group
+from utils.value_model import (
+    ValueModel,
+    bellman_loss,
+    fold_output_affine,
+    lambda_returns,
+    load_value_model,
+    monte_carlo_error,
+    pack_padded,
+    save_value_model,
+)
 
 
 def test_bellman_loss_hand_computed_uses_last_valid_step():
@@ -169,6 +178,7 @@ def train_args(root, *extra):
 
 def test_early_stopping_keeps_the_epoch_with_the_lowest_validation_error(tmp_path):
     import csv
+
     import train_value_model
     root = str(tmp_path)
     lever_data(root, "toy-llm", "toy")
@@ -186,7 +196,7 @@ def test_early_stopping_keeps_the_epoch_with_the_lowest_validation_error(tmp_pat
     from utils.value_model import monte_carlo_error
     data = load_sequences(root, "toy-llm", "toy", "train")
     records = json.load(open(os.path.join(root, "features", "toy-llm_toy_response_train.json")))
-    _, validation = train_value_model.split_by_prompt(data, records, 0.25, 0)
+    _, validation = split_by_group(data, [r["prompt"] for r in records], 0.25, 0)
     assert len(validation) == 6 and len({records[i]["prompt"] for i in range(24)}) == 12
     states, lengths, labels = validation.batch(torch.arange(len(validation)))
     with torch.no_grad():
@@ -195,11 +205,10 @@ def test_early_stopping_keeps_the_epoch_with_the_lowest_validation_error(tmp_pat
 
 
 def test_validation_slice_holds_out_whole_prompts():
-    import train_value_model
     from utils.features import SequenceData
     records = [{"prompt": f"q{i // 3}"} for i in range(30)]
     data = SequenceData(torch.zeros(30, 2), torch.ones(30, dtype=torch.long), torch.arange(30.0))
-    train, validation = train_value_model.split_by_prompt(data, records, 0.2, 0)
+    train, validation = split_by_group(data, [r["prompt"] for r in records], 0.2, 0)
     held = {records[int(i)]["prompt"] for i in validation.labels}
     kept = {records[int(i)]["prompt"] for i in train.labels}
     assert len(held) == 2 and not held & kept and len(train) + len(validation) == 30

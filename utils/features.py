@@ -59,12 +59,16 @@ class FeatureFile:
         try:
             with open(path, "rb") as f:
                 (length,) = struct.unpack("<Q", f.read(8))
+                if length > os.path.getsize(path) - 8:
+                    raise ValueError("header longer than the file")
                 header = json.loads(f.read(length))
             info = header["features"]
             self.dtype = TORCH_DTYPES[info["dtype"]]
             self.shape = torch.Size(info["shape"])
+            if len(self.shape) != 2:
+                raise ValueError(f"shape {list(self.shape)}")
             self.start = 8 + length + info["data_offsets"][0]
-        except (OSError, ValueError, KeyError, struct.error) as err:
+        except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
             raise UsageError(f"cannot read {path} as a features file ({type(err).__name__}); re-create it with "
                              f"get_activations_only.py")
         self.row_bytes = self.shape[1] * torch.empty(0, dtype=self.dtype).element_size()
@@ -166,10 +170,15 @@ def load_sequences(root, m, d, split):
     """Features, masks and labels of one split, checked against each other."""
     stage1 = "get_activations_only.py"
     features = load_features(root, m, d, split)
-    mask = load_tensors(features_path(root, m, d, "mask", split), stage1).bool()
-    labels = load_tensors(features_path(root, m, d, "labels", split), f"reward_label.py --mode {split}")
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
-        raise UsageError(f"{split}: the labels are not a 1-D tensor; re-run reward_label.py --mode {split}")
+    mask_path, labels_path = features_path(root, m, d, "mask", split), features_path(root, m, d, "labels", split)
+    mask = load_tensors(mask_path, stage1)
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        raise UsageError(f"{mask_path} is not a mask (a 2-D tensor of valid steps); re-run {stage1}")
+    mask = mask.bool()
+    labels = load_tensors(labels_path, f"reward_label.py --mode {split}")
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_complex():
+        raise UsageError(f"{labels_path}: the labels are not a 1-D tensor of rewards; re-run reward_label.py "
+                         f"--mode {split}")
     labels = labels.float()
     if isinstance(features, torch.Tensor) and features.dim() == 3:  # the original padded layout [N, T, d]
         if features.shape[:2] != mask.shape:

@@ -34,23 +34,36 @@ def edit_states(weights, states, step_size, num_updates, trace=None, gram=None):
 
 
 class FinalNormHook:
-    """A forward hook on the model's final norm; use as a context manager, or call remove()."""
+    """A forward hook on the model's final norm, active inside `with` and removed when the outermost `with` of this
+    hook exits (so nesting and re-entering are safe); register() and remove() do the same by hand."""
 
-    def __init__(self, model):
+    def __init__(self, model: torch.nn.Module):
         self.module = find_final_norm(model)
-        self.handle = self.module.register_forward_hook(self._hook)
+        self.handle = None
+        self.depth = 0
 
-    def _hook(self, module, inputs, output):
+    def _hook(self, _module, _inputs, output):
         raise NotImplementedError
 
-    def remove(self):
-        self.handle.remove()
-
-    def __enter__(self):
+    def register(self) -> "FinalNormHook":
+        if self.handle is None:
+            self.handle = self.module.register_forward_hook(self._hook)
         return self
 
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+        self.depth = 0
+
+    def __enter__(self):
+        self.depth += 1
+        return self.register()
+
     def __exit__(self, *exc):
-        self.remove()
+        self.depth -= 1
+        if self.depth <= 0:
+            self.remove()
 
 
 class ActivationCapture(FinalNormHook):
@@ -61,7 +74,7 @@ class ActivationCapture(FinalNormHook):
         self.states = []
         super().__init__(model)
 
-    def _hook(self, module, inputs, output):
+    def _hook(self, _module, _inputs, output):
         self.states.append(output[:, -1, :].detach().to(self.dtype or output.dtype))
 
     def pop(self):
@@ -87,11 +100,14 @@ class ValueIntervention(FinalNormHook):
         super().__init__(model)
 
     def weights(self, dtype, device):
+        """The value model's layers cast once per (dtype, device), read again whenever its parameters change (an
+        optimizer step bumps their version) or another value model is assigned."""
+        version = (id(self.value_model), tuple(p._version for p in self.value_model.parameters()))
         key = (dtype, device)
-        if key not in self._weights:
+        if key not in self._weights or self._weights[key][0] != version:
             weights = self.value_model.linear_weights(dtype, device)
-            self._weights[key] = weights, weights[0][0] @ weights[0][0].t()
-        return self._weights[key]
+            self._weights[key] = version, (weights, weights[0][0] @ weights[0][0].t())
+        return self._weights[key][1]
 
     def edit(self, states):
         work_dtype = torch.promote_types(states.dtype, torch.float32)
@@ -103,19 +119,19 @@ class ValueIntervention(FinalNormHook):
         return edited
 
     @torch.no_grad()
-    def _hook(self, module, inputs, output):
+    def _hook(self, _module, _inputs, output):
         output = output.clone()
         output[:, -1, :] = self.edit(output[:, -1, :])
         return output
 
 
-# Step size alpha and number of updates n (paper, section 5; the embedded default was tuned on the demo set)
+# Step size alpha and number of updates n (paper, section 5; the embedded default was chosen on its tuning split)
 PAPER_SETTINGS = {
     ("vicuna_7B", "hh_rlhf"): (0.5, 30),
     ("falcon_7B", "hh_rlhf"): (0.2, 200),
     ("vicuna_7B", "shp"): (1.0, 50),
     ("llama3_8B", "shp"): (1.0, 30),
-    ("smollm2_135M", "demo"): (8.0, 20),  # sweep on the demo set: README
+    ("smollm2_135M", "demo"): (3.0, 10),  # the paper's rule on the demo's tuning split: results/*_demo_sweep.json
 }
 
 

@@ -13,7 +13,6 @@ import torch
 
 from utils.cli import UsageError
 
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Paths. {m} = model tag, {d} = dataset name, as in the original repository.
 
@@ -37,6 +36,21 @@ def value_model_stem(root, m, d, lr, epoch=None):
 
 def response_path(root, run_name):
     return os.path.join(root, "response", f"{run_name}.json")
+
+
+OUTPUT_FOLDERS = {"reward": "final_reward", "evaluation": "evaluations", "judgment": "gpt-4-evaluations",
+                  "results": "results"}
+
+
+def output_stem(root, kind, name):
+    """Where a stage writes `name` (without extension): reward -> final_reward/ (stage 5), evaluation ->
+    evaluations/ (stage 6), judgment -> gpt-4-evaluations/ (stage 7), results -> results/ (tables, sweeps, plots)."""
+    return os.path.join(root, OUTPUT_FOLDERS[kind], name)
+
+
+def output_path(root, kind, name, ext="json"):
+    """output_stem + extension; `name` may be a glob pattern."""
+    return f"{output_stem(root, kind, name)}.{ext}"
 
 
 def sidecar_path(path):
@@ -110,12 +124,34 @@ def save_figure(fig, path):
 
 def load_json(path, stage_hint=None):
     require(path, stage_hint)
+    fix = "; re-create it" + (f" with {stage_hint}" if stage_hint else "")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise UsageError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); re-create it"
-                         + (f" with {stage_hint}" if stage_hint else ""))
+        raise UsageError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}){fix}")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not text (damaged, or a binary file of another kind){fix}")
+
+
+def load_records(path, stage_hint, fields=("results",)):
+    """A response file: a JSON list of records, each an object with `fields` (stage 1's or stage 4's output)."""
+    records = load_json(path, stage_hint)
+    if not isinstance(records, list) or not records or not all(
+            isinstance(r, dict) and all(isinstance(r.get(k), str) for k in fields) for r in records):
+        raise UsageError(f"{path} is not a response file (a list of records with {', '.join(fields)}); re-create "
+                         f"it with {stage_hint}")
+    return records
+
+
+def load_reward_record(path, stage_hint):
+    """A stage-5 result: an object with every reward (a list of numbers)."""
+    record = load_json(path, stage_hint)
+    rewards = record.get("rewards") if isinstance(record, dict) else None
+    if not isinstance(rewards, list) or not all(isinstance(r, (int, float)) for r in rewards):
+        raise UsageError(f"{path} is not a stage-5 result (an object with its 'rewards'); re-create it with "
+                         f"{stage_hint}")
+    return record
 
 
 def load_tensors(path, stage_hint=None, mmap=False):

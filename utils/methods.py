@@ -8,7 +8,6 @@ from utils.intervention import ActivationCapture, FinalNormHook
 from utils.metrics import cut_at_next_turn
 from utils.value_model import value_and_gradient
 
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Static representation editing: one fixed control vector added at every step
 
@@ -47,7 +46,7 @@ class StaticIntervention(FinalNormHook):
         super().__init__(model)
 
     @torch.no_grad()
-    def _hook(self, module, inputs, output):
+    def _hook(self, _module, _inputs, output):
         output = output.clone()
         work_dtype = torch.promote_types(output.dtype, torch.float32)  # as in the RE-Control edit
         shift = self.strength * self.direction.to(device=output.device, dtype=work_dtype)

@@ -71,6 +71,7 @@ def prompt_text(record):
 def load_encoder(embedding_model, device="cpu"):
     """The sentence encoder of coherence, through simcse.SimCSE (load once, score many runs)."""
     from simcse import SimCSE
+
     from utils.cli import UsageError
     path = embedding_model_path(embedding_model)
     # SimCSE's own checkpoints use its default pooler; other encoders are read at the [CLS] state

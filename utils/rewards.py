@@ -74,7 +74,7 @@ class VaderReward(RewardModel):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         self.analyzer = SentimentIntensityAnalyzer()
 
-    def inputs(self, conversations, generations):
+    def inputs(self, _conversations, generations):  # the answer alone
         return list(generations)
 
     def score_batch(self, texts):

@@ -4,8 +4,8 @@ import json
 import os
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 from torch import nn
 
 from utils.cli import UsageError
@@ -145,23 +145,36 @@ def save_value_model(model, stem, **description):
 def load_value_model(stem):
     """From `stem`.safetensors (with its architecture), else the original repository's `stem`.pth state dict."""
     if os.path.exists(stem + ".safetensors"):
-        with safe_open(stem + ".safetensors", framework="pt") as f:
-            config = json.loads((f.metadata() or {}).get("config", "{}"))
-        state = load_file(stem + ".safetensors")
+        try:
+            with safe_open(stem + ".safetensors", framework="pt") as f:
+                config = json.loads((f.metadata() or {}).get("config", "{}"))
+            state = load_file(stem + ".safetensors")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UsageError(f"cannot read {stem}.safetensors as a value model ({type(err).__name__}: damaged or "
+                             f"cut short); re-create it with train_value_model.py")
     elif os.path.exists(stem + ".pth"):
-        state = load_tensors(stem + ".pth")
+        state = load_tensors(stem + ".pth", "train_value_model.py")
         config = {}
     else:
         raise UsageError(f"value model {stem}.safetensors not found; run train_value_model.py with the same "
                          f"--model_name, --dataset_name and --lr (= --value_lr here) first")
-    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    path = stem + (".safetensors" if os.path.exists(stem + ".safetensors") else ".pth")
+    if not isinstance(state, dict) or not isinstance(config, dict):
+        raise UsageError(f"{path}: not a value model (no weights); re-create it with train_value_model.py")
+    weights = [v for k, v in state.items() if k.endswith("weight") and isinstance(v, torch.Tensor) and v.dim() == 2]
+    if not weights:
+        raise UsageError(f"{path} holds no value-model weights (a file of another kind?); pass a value model "
+                         f"written by train_value_model.py")
     if not config:  # infer the architecture of an original checkpoint from its weight shapes
         config = {"input_dim": weights[0].shape[1], "hidden_dim": weights[0].shape[0], "num_layers": len(weights)}
     model = ValueModel(config["input_dim"], config["hidden_dim"], config["num_layers"])
     biases = [v for k, v in state.items() if k.endswith("bias")]
     linears = [m for m in model.net if isinstance(m, nn.Linear)]
-    if len(linears) != len(weights) or len(biases) != len(weights):
-        raise UsageError(f"{stem}: weights do not match a {config['num_layers']}-layer value model")
+    if len(linears) != len(weights) or len(biases) != len(weights) or any(
+            linear.weight.shape != weight.shape or linear.bias.shape != bias.shape
+            for linear, weight, bias in zip(linears, weights, biases)):
+        raise UsageError(f"{path}: weights do not match a {config['num_layers']}-layer value model; re-create it "
+                         f"with train_value_model.py")
     with torch.no_grad():
         for linear, weight, bias in zip(linears, weights, biases):
             linear.weight.copy_(weight)

@@ -1,0 +1,118 @@
+"""Training the value model on recorded states: the loop behind stage 3 and `utils.train_value_model`."""
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from tqdm.auto import tqdm
+
+from utils.cli import UsageError
+from utils.features import SequenceData
+from utils.value_model import ValueModel, bellman_loss, fold_output_affine, monte_carlo_error
+
+LOSS_PARTS = ("loss", "td", "terminal", "mc")
+
+
+@dataclass
+class ValueTrainingConfig:
+    """Stage 3's settings; each default is the paper's (TD(0), the last epoch kept, raw rewards)."""
+    lr: float = 1e-4                  # Adam learning rate
+    epochs: int = 100
+    batch_size: int = 512             # sequences per batch
+    num_layers: int = 2               # Linear layers of the MLP
+    hidden_dim: Optional[int] = None  # default: the states' size
+    weight_decay: float = 0.0
+    detach_target: bool = True        # False: the original's gradient through V(o_{t+1})
+    td_lambda: float = 0.0            # 0: TD(0); 1: every step regressed on the final reward
+    val_fraction: float = 0.0         # fraction of the training prompts held out
+    early_stopping: bool = False      # keep the epoch with the lowest validation Monte-Carlo error
+    standardize_rewards: bool = False  # train on (r - mean) / std, fold back to reward units
+    seed: int = 0
+    device: str = "cpu"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_epoch(model: ValueModel, data: SequenceData, config: ValueTrainingConfig, optimizer=None, generator=None,
+              scale: float = 1.0, shift: float = 0.0) -> List[float]:
+    """Mean per-sequence (loss, td, terminal, Monte-Carlo error) over `data`; one optimizer step per batch if
+    training. The model's output is read as scale * V + shift (reward standardisation)."""
+    order = torch.randperm(len(data), generator=generator) if optimizer else torch.arange(len(data))
+    totals = torch.zeros(len(LOSS_PARTS))
+    for start in range(0, len(data), config.batch_size):
+        ids = order[start:start + config.batch_size]
+        states, lengths, rewards = data.batch(ids)
+        lengths, rewards = lengths.to(config.device), rewards.to(config.device)
+        with torch.set_grad_enabled(optimizer is not None):
+            values = model(states.to(config.device))
+            if (scale, shift) != (1.0, 0.0):
+                values = values * scale + shift
+            parts = bellman_loss(values, lengths, rewards, config.detach_target, config.td_lambda)
+        if optimizer:
+            optimizer.zero_grad()
+            parts[0].backward()
+            optimizer.step()
+        parts = [p.item() for p in parts] + [monte_carlo_error(values.detach(), lengths, rewards).item()]
+        totals += torch.tensor(parts) * len(ids)
+    return (totals / len(data)).tolist()
+
+
+def split_by_group(data: SequenceData, groups: Sequence[str], fraction: float,
+                   seed: int) -> Tuple[SequenceData, SequenceData]:
+    """(train, validation): a seeded `fraction` of the distinct groups (prompts), with all their sequences, held out."""
+    names = sorted(set(groups))
+    held = int(round(fraction * len(names)))
+    if held < 1 or held >= len(names):
+        raise UsageError(f"--val_fraction {fraction} of {len(names)} training prompts leaves an empty slice; "
+                         f"choose a fraction that holds out at least one prompt and keeps one")
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()
+    validation = {names[i] for i in order[:held]}
+    is_val = torch.tensor([g in validation for g in groups])
+    return data.subset(torch.nonzero(~is_val).squeeze(1)), data.subset(torch.nonzero(is_val).squeeze(1))
+
+
+@dataclass
+class TrainingResult:
+    model: ValueModel   # the kept epoch's model, in reward units
+    log: List[dict]     # one row per epoch: {split}_{loss, td, terminal, mc}
+    kept: dict          # the log row of the kept epoch
+
+
+def fit_value_model(train: SequenceData, config: ValueTrainingConfig, validation: Optional[SequenceData] = None,
+                    eval_sets: Optional[Dict[str, SequenceData]] = None,
+                    on_epoch: Optional[Callable[[int, Callable[[], ValueModel], dict], None]] = None,
+                    progress: bool = False) -> TrainingResult:
+    """Train a ValueModel on `train`; with config.early_stopping keep the epoch with the lowest Monte-Carlo error on
+    `validation` (held-out prompts: split_by_group), else the last.
+
+    eval_sets: splits whose losses are logged every epoch (never used for a choice). on_epoch(epoch, current, row)
+    runs after each epoch; current() gives the model in reward units (for checkpoints).
+    """
+    if config.early_stopping and validation is None:
+        raise UsageError("early stopping needs a validation slice: set val_fraction (e.g. 0.1)")
+    torch.manual_seed(config.seed)
+    scale, shift = 1.0, 0.0
+    if config.standardize_rewards:
+        shift, scale = train.labels.mean().item(), train.labels.std().item() or 1.0
+    model = ValueModel(train.dim, config.hidden_dim or train.dim, config.num_layers).to(config.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    evaluated = dict(eval_sets or {}, **({"val": validation} if validation is not None else {}))
+    log, best = [], None
+    for epoch in tqdm(range(1, config.epochs + 1), desc="epochs", disable=not progress):
+        model.train()
+        splits = {"train": run_epoch(model, train, config, optimizer, generator, scale, shift)}
+        model.eval()
+        for name, data in evaluated.items():
+            splits[name] = run_epoch(model, data, config, scale=scale, shift=shift)
+        if not all(math.isfinite(x) for parts in splits.values() for x in parts):
+            raise UsageError(f"the loss became NaN or inf at epoch {epoch}; lower --lr or check the features")
+        log.append(dict(epoch=epoch, **{f"{split}_{k}": v for split, parts in splits.items()
+                                        for k, v in zip(LOSS_PARTS, parts)}))
+        if config.early_stopping and (best is None or log[-1]["val_mc"] < best[0]["val_mc"]):
+            best = log[-1], fold_output_affine(model, scale, shift)
+        if on_epoch:
+            on_epoch(epoch, lambda: fold_output_affine(model, scale, shift), log[-1])
+    kept, final = best if best else (log[-1], fold_output_affine(model, scale, shift))
+    return TrainingResult(final.eval(), log, kept)
