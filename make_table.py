@@ -105,7 +105,9 @@ def notes(rows):
                          f"prompts of this table: {r['settings from']}.")
         vm = r["value model"]
         if vm and "test_loss" in vm:
-            lines.append(f"{r['method']}: value model {vm['num_layers']} layers x {vm['hidden_dim']}, test loss "
+            split = (vm.get("settings") or {}).get("eval_split", "test")
+            lines.append(f"{r['method']}: value model {vm['num_layers']} layers x {vm['hidden_dim']}, loss on the "
+                         f"{split} split "
                          f"{vm['test_loss']:.4f} (terminal part {vm.get('test_terminal_loss', float('nan')):.4f}; "
                          f"predicting the mean reward: {vm.get('baseline_terminal_loss', float('nan')):.4f}).")
     return "\n".join(lines)

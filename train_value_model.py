@@ -83,12 +83,12 @@ def parse_args(argv=None):
     return args
 
 
-def plot_losses(rows, path, baseline):
+def plot_losses(rows, path, baseline, split="test"):
     fig, ax = new_figure(figsize=(6, 4))
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    ax.plot(epochs, [r["test_loss"] for r in rows], label="test")
-    ax.plot(epochs, [r["test_terminal"] for r in rows], "--", label="test, terminal part")
+    ax.plot(epochs, [r["test_loss"] for r in rows], label=split)
+    ax.plot(epochs, [r["test_terminal"] for r in rows], "--", label=f"{split}, terminal part")
     if "val_mc" in rows[0]:
         ax.plot(epochs, [r["val_mc"] for r in rows], label="validation, Monte-Carlo error")
     ax.axhline(baseline, color="gray", linestyle=":", label="terminal part of predicting the mean reward")
@@ -133,7 +133,8 @@ def main(argv=None):
                        baseline_terminal_loss=baseline, settings=settings)
 
     def on_epoch(epoch, current, row):
-        tqdm.write(f"epoch {epoch:4d}  train loss {row['train_loss']:.5f}  test loss {row['test_loss']:.5f} "
+        tqdm.write(f"epoch {epoch:4d}  train loss {row['train_loss']:.5f}  {args.eval_split} loss "
+                   f"{row['test_loss']:.5f} "
                    f"(td {row['test_td']:.5f}, terminal {row['test_terminal']:.5f})"
                    + (f"  validation MC error {row['val_mc']:.5f}" if validation else ""))
         if epoch % args.checkpoint_every == 0 and epoch != args.epochs:
@@ -149,11 +150,12 @@ def main(argv=None):
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    plot_losses(rows, stem + "_loss.png", baseline)
+    plot_losses(rows, stem + "_loss.png", baseline, args.eval_split)
     print(f"value model (epoch {kept['epoch']}"
           + (f", lowest validation MC error {kept['val_mc']:.5f}" if args.early_stopping else "")
           + f") -> {stem}.safetensors "
-          f"(test loss {kept['test_loss']:.5f}, terminal {kept['test_terminal']:.5f} vs {baseline:.5f} for the mean)")
+          f"({args.eval_split} loss {kept['test_loss']:.5f}, terminal {kept['test_terminal']:.5f} vs {baseline:.5f} for "
+          f"the mean)")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@
 # scripts/replicate.sh; SWEEP=1 re-runs that sweep here), and every figure of the final table comes from the test
 # split. The judge (stage 7) runs only if OPENAI_API_KEY or JUDGE_BASE_URL is set.
 # Outputs go to $OUT (default runs/demo). About 12 minutes on 2 cores, environment set-up included.
+# `bash scripts/demo.sh --dry_run` (or recipes/demo.sh --dry_run) prints the stage commands and runs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+DRY_RUN=0
+case "${1:-}" in --dry_run|--help|-h) DRY_RUN=1 ;; esac
+run() { if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+[ "$DRY_RUN" = 1 ] || bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python
 OUT=${OUT:-runs/demo}
@@ -16,36 +20,36 @@ source scripts/demo_settings.sh
 SETTINGS=results/smollm2_135M_demo_sweep.json
 
 # 1. activations: the 400 training prompts x 2 sampled responses; the tuning prompts greedily (the reported loss)
-$PY get_activations_only.py "${COMMON[@]}" --splits train --limit 400 --num_samples 2 --max_new_tokens $NEW_TOKENS
-$PY get_activations_only.py "${COMMON[@]}" --splits tune --max_new_tokens $NEW_TOKENS
+run $PY get_activations_only.py "${COMMON[@]}" --splits train --limit 400 --num_samples 2 --max_new_tokens $NEW_TOKENS
+run $PY get_activations_only.py "${COMMON[@]}" --splits tune --max_new_tokens $NEW_TOKENS
 # 2. reward labels
-$PY reward_label.py "${COMMON[@]}" --reward_model vader --mode train
-$PY reward_label.py "${COMMON[@]}" --reward_model vader --mode tune
+run $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode train
+run $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode tune
 # 3. value model: every step regressed on the final reward, the epoch kept by a 10% validation slice of train
 # shellcheck disable=SC2086
-$PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_split tune
+run $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_split tune
 # (optional) choose alpha and n here, on the tuning split, instead of reading the committed choice
 if [ "${SWEEP:-0}" = 1 ]; then
-  $PY sweep.py "${COMMON[@]}" --split tune --value_lr $VALUE_LR --step_sizes "$STEP_SIZES" --num_updates "$NUM_UPDATES" \
+  run $PY sweep.py "${COMMON[@]}" --split tune --value_lr $VALUE_LR --step_sizes "$STEP_SIZES" --num_updates "$NUM_UPDATES" \
       --rule "$RULE" --max_new_tokens $NEW_TOKENS --batch_size 50 --embedding_model minilm
   SETTINGS="$OUT/results/smollm2_135M_demo_sweep.json"
 fi
 # 4. base and RE-Control on the test split, alpha and n as chosen on the tuning split
-$PY inference_intervention.py "${COMMON[@]}" --use_intervention False --max_new_tokens $NEW_TOKENS --batch_size 50
-$PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --settings_from "$SETTINGS" \
+run $PY inference_intervention.py "${COMMON[@]}" --use_intervention False --max_new_tokens $NEW_TOKENS --batch_size 50
+run $PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --settings_from "$SETTINGS" \
     --max_new_tokens $NEW_TOKENS --batch_size 50
-RUN=$($PY -c "import json, sys; c = json.load(open(sys.argv[1]))['chosen']; \
+RUN=$(python3 -c "import json, sys; c = json.load(open(sys.argv[1]))['chosen']; \
 print(f\"smollm2_135M_demo_${VALUE_LR}_{c['num_updates']}_{c['step_size']}\")" "$SETTINGS")
 # 5-6. reward, diversity and coherence (SimCSE's BERT is on the hub: the MiniLM folder from PyPI stands in)
-$PY measure_reward.py "${COMMON[@]}" --out_file smollm2_135M_demo_base
-$PY measure_reward.py "${COMMON[@]}" --out_file "$RUN" --baseline smollm2_135M_demo_base
+run $PY measure_reward.py "${COMMON[@]}" --out_file smollm2_135M_demo_base
+run $PY measure_reward.py "${COMMON[@]}" --out_file "$RUN" --baseline smollm2_135M_demo_base
 for run in smollm2_135M_demo_base "$RUN"; do
-  $PY metrics.py --output_dir "$OUT" --run_name "$run" --embedding_model minilm
+  run $PY metrics.py --output_dir "$OUT" --run_name "$run" --embedding_model minilm
 done
 # 7. the paid judge, only when one is configured (JUDGE_BASE_URL: any OpenAI-compatible server)
 if [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${JUDGE_BASE_URL:-}" ]; then
-  $PY gpt4_eval.py --output_dir "$OUT" --run_name_red "$RUN" --run_name_blue smollm2_135M_demo_base \
+  run $PY gpt4_eval.py --output_dir "$OUT" --run_name_red "$RUN" --run_name_blue smollm2_135M_demo_base \
       ${JUDGE_BASE_URL:+--base_url "$JUDGE_BASE_URL"} ${JUDGE_MODEL:+--judge_model "$JUDGE_MODEL"}
 fi
-$PY make_table.py "${COMMON[@]}"
-$PY report_html.py "${COMMON[@]}"
+run $PY make_table.py "${COMMON[@]}"
+run $PY report_html.py "${COMMON[@]}"

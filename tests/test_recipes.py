@@ -45,3 +45,18 @@ def test_dry_run_prints_the_paper_settings_stage_commands(name, capsys):
     args = inference_intervention.parse_args(commands[5][2:])
     assert flags[8]["--out_file"] == inference_intervention.run_name(args, args.model_name)
     assert all(f["--output_dir"] == "out" for f in flags)
+
+
+def test_demo_recipe_dry_run_prints_its_stage_commands_and_runs_nothing(tmp_path):
+    import subprocess
+    out = subprocess.run(["bash", os.path.join(ROOT, "recipes", "demo.sh"), "--dry_run"], capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, OUT=str(tmp_path / "demo")))
+    assert out.returncode == 0, out.stderr
+    commands = [shlex.split(line) for line in out.stdout.splitlines()]
+    scripts = [c[1] for c in commands]
+    assert scripts == ["get_activations_only.py", "get_activations_only.py", "reward_label.py", "reward_label.py",
+                       "train_value_model.py", "inference_intervention.py", "inference_intervention.py",
+                       "measure_reward.py", "measure_reward.py", "metrics.py", "metrics.py", "make_table.py",
+                       "report_html.py"]
+    assert "--settings_from" in commands[6] and "--td_lambda" in commands[4]
+    assert not os.path.exists(tmp_path / "demo"), "a dry run writes nothing"
