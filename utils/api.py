@@ -56,9 +56,6 @@ class RecordedStates:
     prompts: List[str]      # the prompt of each response (K in a row per prompt with num_samples K)
     responses: List[str]    # the generations alone
 
-    def sequences(self, rewards: Sequence[float]) -> SequenceData:
-        return SequenceData(self.rows, self.lengths, torch.as_tensor(rewards, dtype=torch.float32))
-
 
 @torch.no_grad()
 def record_states(policy: Policy, prompts: Sequence[str], max_new_tokens: int = 128, num_samples: int = 1,

@@ -1,6 +1,6 @@
 """Training the value model on recorded states: the loop behind stage 3 and `utils.train_value_model`."""
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -29,9 +29,6 @@ class ValueTrainingConfig:
     standardize_rewards: bool = False  # train on (r - mean) / std, fold back to reward units
     seed: int = 0
     device: str = "cpu"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def run_epoch(model: ValueModel, data: SequenceData, config: ValueTrainingConfig, optimizer=None, generator=None,
