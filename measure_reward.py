@@ -5,7 +5,7 @@ The paper's command line (GPU, hub access):
         --reward_model openbmb/UltraRM-13b
 
 The embedded offline default, with the paired difference to the base run:
-    python measure_reward.py --out_file smollm2_135M_demo_0.001_20_8.0 --reward_model vader \\
+    python measure_reward.py --out_file smollm2_135M_demo_0.001_10_3.0 --reward_model vader \\
         --baseline smollm2_135M_demo_base
 
 Each generation is cut where the model starts the user's next turn ('Human:' / 'User:'), re-joined with its prompt,
