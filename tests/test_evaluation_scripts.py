@@ -160,5 +160,5 @@ def test_make_table_gathers_every_stage(tmp_path, tiny_bert_dir):
     assert float(rows[0]["diversity"]) == pytest.approx(read(out, "evaluations", "m_d_base")["diversity"])
     assert float(rows[1]["time (s)"]) == 14.0 and rows[0]["win rate %"] == ""
     table = open(os.path.join(out, "results", "m_d_table.md")).read()
-    assert "judge was skipped" in table and "test loss 0.5000" in table
+    assert "judge was skipped" in table and "loss on the test split 0.5000" in table
     assert os.path.getsize(os.path.join(out, "results", "m_d_rewards.png")) > 1000
