@@ -29,15 +29,13 @@ from utils.intervention import ActivationCapture
 from utils.io import (
     features_path,
     model_tag,
-    read_json_or_none,
     run_settings,
     save_json,
     save_tensors,
-    sidecar_path,
     write_sidecar,
 )
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
-from utils.runs import BatchRun, refuse_overwrite, seed_batch
+from utils.runs import BatchRun, refuse_overwrite, seed_batch, written_with
 
 
 def parse_args(argv=None):
@@ -60,10 +58,9 @@ def split_outputs(args, m, split):
             for kind in ("token_wise_activations", "mask", "response")]
 
 
-def written_with(paths, settings):
+def split_written(paths, settings):
     """True if a finished run with these settings wrote all of a split's files (the same command skips it)."""
-    meta = read_json_or_none(sidecar_path(paths[2])) or {}
-    return meta.get("settings") == settings and all(os.path.exists(p) for p in paths)
+    return written_with(paths[2], settings) and all(os.path.exists(p) for p in paths)
 
 
 def capture_split(args, model, tokenizer, spec, prompts, split, run_for):
@@ -125,7 +122,7 @@ def main(argv=None):
     settings = {split: run_settings(args, ignore=("splits",), split=split) for split in splits}
     for split in splits:
         refuse_overwrite(split_outputs(args, m, split)[2], settings[split], args.overwrite)
-    finished = [split for split in splits if written_with(split_outputs(args, m, split), settings[split])]
+    finished = [split for split in splits if split_written(split_outputs(args, m, split), settings[split])]
     for split in finished:
         print(f"{split}: already written with these settings -> {split_outputs(args, m, split)[0]} (skipped)")
     splits = [split for split in splits if split not in finished]

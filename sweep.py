@@ -36,7 +36,6 @@ from utils.io import (
     response_path,
     run_settings,
     save_json,
-    sidecar_path,
     value_model_stem,
     write_sidecar,
 )
@@ -44,6 +43,7 @@ from utils.methods import StaticIntervention, linear_probe_direction
 from utils.metrics import SIMCSE_MODEL, cut_at_next_turn, load_encoder, reward_result, text_metrics
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.rewards import load_reward_model
+from utils.runs import written_with
 from utils.sweep import RULES, choose, describe, grid_table, paper_score, plot_grid
 from utils.value_model import check_value_model, load_value_model
 
@@ -96,13 +96,10 @@ def cell_plan(args, prefix, value_tag):
 def scored(root, run, settings):
     """The cell's stage-5/6 records if a run with these settings finished them, else None."""
     paths = [output_path(root, kind, run) for kind in ("reward", "evaluation")]
-    if (read_json_or_none(sidecar_path(response_path(root, run))) or {}).get("settings") != settings:
+    if not all(written_with(p, settings) for p in [response_path(root, run), *paths]):
         return None
     records = [read_json_or_none(p) for p in paths]
-    if any(r is None or (read_json_or_none(sidecar_path(p)) or {}).get("settings") != settings
-           for r, p in zip(records, paths)):
-        return None
-    return records
+    return None if None in records else records
 
 
 def main(argv=None):

@@ -474,3 +474,12 @@ def test_bad_input_is_one_error_line_with_status_2(tmp_path):
     code, stdout, stderr = results[-1]
     assert code == 2 and "--use_intervention: expected a boolean (True/False), got 'maybe'" in stderr
     assert "Traceback" not in stderr
+
+
+def test_stage1_skips_a_split_written_with_the_same_settings(pipeline, tiny_llama_dir, qfile, capsys):
+    m = tag(tiny_llama_dir)
+    path = features(pipeline, m, "token_wise_activations", "train")
+    before = os.path.getmtime(path), open(path, "rb").read()
+    get_activations_only.main(llm_args(tiny_llama_dir, pipeline, qfile))
+    assert capsys.readouterr().out.count("already written with these settings") == 2
+    assert (os.path.getmtime(path), open(path, "rb").read()) == before

@@ -39,6 +39,11 @@ def refuse_overwrite(path, settings, overwrite, description=None):
     raise UsageError(f"{path} exists and {reason}; pass --overwrite to replace it, or choose another --output_dir")
 
 
+def written_with(path, settings):
+    """True if `path` exists and the run that wrote it had these settings (its .meta.json says so)."""
+    return os.path.exists(path) and (read_json_or_none(sidecar_path(path)) or {}).get("settings") == settings
+
+
 def process_group():
     """(rank, number of processes) under `accelerate launch` or torchrun; (0, 1) for a plain run."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
