@@ -7,10 +7,11 @@
 RE-Control's alpha and n and Static RE's strength come from sweeps on the tuning split (sweep.py), or from the flags.
 
 Needs stages 1-3 first (features, labels and the value model trained with --value_lr). Runs Base, Prompting,
-RE-Control, RE-Control + Prompting, Static RE, Best-of-N, ARGS and CD prefix through inference_intervention.py and
-decode_methods.py, then writes results/{m}_{d}_comparison.md, .csv (method, diversity, coherence, average reward
-and its standard error, paired difference to base, win rate, inference seconds) and .png: average reward against
-inference time, the time-quality frontier.
+RE-Control, RE-Control + Prompting, Static RE, Best-of-N, ARGS and CD prefix as stage 4 and decode_methods.py do,
+with the policy, the reward model and the sentence encoder each loaded once, then writes
+results/{m}_{d}_comparison.md, .csv (method, diversity, coherence, average reward and its standard error, paired
+difference to base, win rate, inference seconds) and .png: average reward against inference time, the time-quality
+frontier.
 """
 import os
 
@@ -22,7 +23,13 @@ import metrics
 from make_table import gather, notes, write_table
 from utils import cli
 from utils.io import model_tag, new_figure, output_stem, save_figure
+from utils.metrics import load_encoder
 from utils.models import load_model_and_tokenizer, load_policy_tokenizer, resolve_model
+from utils.rewards import load_reward_model
+from utils.stages.stage4_inference import run_decode_method, run_inference_intervention
+from utils.stages.stage5_reward import run_measure_reward
+from utils.stages.stage6_metrics import run_metrics
+from utils.stages.stage7_judge import run_gpt4_eval
 
 
 def parse_args(argv=None):
@@ -100,23 +107,29 @@ def main(argv=None):
     spec = resolve_model(args.model_name)
     model, tokenizer = load_model_and_tokenizer(spec, args.device, "auto", False, None,
                                                 load_policy_tokenizer(spec))
+    reward_model = load_reward_model(args.reward_model, args.device, "auto", 32)
+    encoder = load_encoder(args.embedding_model)
+    judge = args.judge_base_url or os.environ.get("OPENAI_API_KEY")
     # ------------------------------------------------------------------------------------------------------ run
     runs = []
-    for script, extra in plans:  # every method through its script's run(), on the one loaded model
+    for script, extra in plans:  # every method through its stage function, on the one loaded model
         script_args = script.parse_args(common + extra)
         cli.setup(script_args)
-        runs.append(script.run(script_args, model, tokenizer))
+        if script is inference_intervention:
+            runs.append(run_inference_intervention(script_args, model, tokenizer))
+        else:
+            runs.append(run_decode_method(script_args, model, tokenizer, reward_model))
     base = runs[0]
-    judge = args.judge_base_url or os.environ.get("OPENAI_API_KEY")
+    scoring = ["--reward_model", args.reward_model, "--output_dir", args.output_dir, "--overwrite", str(args.overwrite)]
     for run in runs:
-        measure_reward.main(["--out_file", run, "--reward_model", args.reward_model, "--output_dir", args.output_dir,
-                             "--overwrite", str(args.overwrite)] + (["--baseline", base] if run != base else []))
-        metrics.main(["--run_name", run, "--embedding_model", args.embedding_model, "--output_dir", args.output_dir,
-                      "--overwrite", str(args.overwrite)])
+        run_measure_reward(measure_reward.parse_args(["--out_file", run, *scoring]
+                                                     + (["--baseline", base] if run != base else [])), reward_model)
+        run_metrics(metrics.parse_args(["--run_name", run, "--embedding_model", args.embedding_model, "--output_dir",
+                                        args.output_dir, "--overwrite", str(args.overwrite)]), encoder)
         if judge and run != base:
-            gpt4_eval.main(["--run_name_red", run, "--run_name_blue", base, "--output_dir", args.output_dir,
-                            "--overwrite", str(args.overwrite)]
-                           + (["--base_url", args.judge_base_url] if args.judge_base_url else []))
+            run_gpt4_eval(gpt4_eval.parse_args(["--run_name_red", run, "--run_name_blue", base, "--output_dir",
+                                                args.output_dir, "--overwrite", str(args.overwrite)]
+                                               + (["--base_url", args.judge_base_url] if args.judge_base_url else [])))
     # ------------------------------------------------------------------------------------------------------ save
     rows = gather(args.output_dir, f"{m}_{args.dataset_name}_", base, runs)
     stem = output_stem(args.output_dir, "results", f"{m}_{args.dataset_name}_comparison")

@@ -11,11 +11,9 @@ rep-n = 100 * (1 - unique n-grams / (n-grams + 1)) over nltk word tokens; divers
 and its response, averaged. Each generation is cut at the user's next turn first.
 Writes evaluations/{run_name}.json with the averages and one row per response.
 """
-
 from utils import cli
-from utils.io import load_records, output_path, response_path, run_settings, save_json, write_sidecar
-from utils.metrics import SIMCSE_MODEL, load_encoder, text_metrics
-from utils.runs import refuse_overwrite
+from utils.metrics import SIMCSE_MODEL
+from utils.stages.stage6_metrics import run_metrics
 
 
 def parse_args(argv=None):
@@ -31,21 +29,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    out = output_path(args.output_dir, "evaluation", args.run_name)
-    refuse_overwrite(out, run_settings(args), args.overwrite)
-    # ------------------------------------------------------------------------------------------------------ load
-    records = load_records(response_path(args.output_dir, args.run_name), "inference_intervention.py")
-    # ------------------------------------------------------------------------------------------------------ run
-    summary, rows, tokenizers = text_metrics(records, load_encoder(args.embedding_model, args.device),
-                                             args.batch_size)
-    # ------------------------------------------------------------------------------------------------------ save
-    save_json({"run": args.run_name, "tokenizer": tokenizers, "embedding_model": args.embedding_model,
-               **summary, "rows": rows}, out)
-    write_sidecar(out, args)
-    print(f"{args.run_name}: diversity {summary['diversity']:.3f}, coherence {summary['coherence']:.3f}, rep-2 {summary['rep-2']:.2f}, "
-          f"rep-3 {summary['rep-3']:.2f}, rep-4 {summary['rep-4']:.2f}, length {summary['length']:.1f} "
-          f"(nltk tokenizer: {', '.join(tokenizers)}) -> {out}")
+    run_metrics(parse_args(argv))
 
 
 if __name__ == "__main__":

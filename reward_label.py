@@ -9,12 +9,8 @@ The embedded offline default (VADER sentiment of the answer):
 Reads features/{m}_{d}_response_{mode}.json; writes features/{m}_{d}_labels_{mode}.json, a saved float tensor
 (the original's name, despite the extension).
 """
-import torch
-
 from utils import cli
-from utils.io import features_path, load_records, model_tag, run_settings, save_tensors, write_sidecar
-from utils.rewards import load_reward_model
-from utils.runs import BatchRun, refuse_overwrite
+from utils.stages.stage2_reward_label import run_reward_label
 
 
 def parse_args(argv=None):
@@ -31,30 +27,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
-    m = model_tag(args.model_name)
-    out = features_path(args.output_dir, m, args.dataset_name, "labels", args.mode)
-    settings = run_settings(args)
-    refuse_overwrite(out, settings, args.overwrite)
-    # ------------------------------------------------------------------------------------------------------ load
-    records = load_records(features_path(args.output_dir, m, args.dataset_name, "response", args.mode),
-                        stage_hint="get_activations_only.py")
-    reward_model = load_reward_model(args.reward_model, args.device, args.dtype, args.batch_size,
-                                     args.trust_remote_code)
-    # ------------------------------------------------------------------------------------------------------ run
-    conversations = [r.get("conversation", r["prompt"]) for r in records]
-    run, rewards = reward_model.score_run(conversations, [r["results"] for r in records],
-                                          lambda n: BatchRun(out, settings, n, args.overwrite))
-    if rewards is None:
-        return  # another process writes the labels
-    # ------------------------------------------------------------------------------------------------------ save
-    rewards = torch.tensor(rewards, dtype=torch.float32)
-    if not torch.isfinite(rewards).all():
-        raise cli.UsageError(f"the reward model gave NaN or inf for {int((~torch.isfinite(rewards)).sum())} "
-                             f"responses; check --reward_model and its --dtype (float16 overflows: try float32)")
-    save_tensors(rewards, out)
-    write_sidecar(out, args, settings, count=len(rewards), mean=rewards.mean().item(), std=rewards.std().item())
-    run.finish()
-    print(f"{args.mode}: {len(rewards)} rewards, mean {rewards.mean():.4f}, std {rewards.std():.4f} -> {out}")
+    run_reward_label(args)
 
 
 if __name__ == "__main__":

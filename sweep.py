@@ -19,7 +19,6 @@ Stage 4 and the comparison methods read the chosen setting:
 """
 import contextlib
 import csv
-import os
 
 from utils import cli
 from utils.data import load_prompts
@@ -36,7 +35,6 @@ from utils.io import (
     response_path,
     run_settings,
     save_json,
-    value_model_stem,
     write_sidecar,
 )
 from utils.methods import StaticIntervention, linear_probe_direction
@@ -45,7 +43,7 @@ from utils.models import hidden_size, load_model_and_tokenizer, load_policy_toke
 from utils.rewards import load_reward_model
 from utils.runs import written_with
 from utils.sweep import RULES, choose, describe, grid_table, paper_score, plot_grid
-from utils.value_model import check_value_model, load_value_model
+from utils.value_model import check_value_model, find_value_model, load_value_model
 
 
 def parse_args(argv=None):
@@ -63,7 +61,8 @@ def parse_args(argv=None):
     group.add_argument("--strengths", type=cli.float_list, default=[1.0, 2.0, 4.0, 8.0],
                        help="static_re: comma-separated lengths of the control vector")
     group.add_argument("--value_lr", type=cli.positive_float, default=1e-4,
-                       help="picks trained_model/value_model_{m}_{d}_{value_lr} (re_control) and names the runs")
+                       help="picks trained_model/value_model_{m}_{d}_{value_lr}[_variant] (re_control) and names "
+                            "the runs")
     group.add_argument("--value_model", type=str, default=None,
                        help="re_control: path of a value model (without extension) instead of the one --value_lr "
                             "picks; its file name then names the runs")
@@ -109,11 +108,9 @@ def main(argv=None):
     prefix = f"{m}_{args.dataset_name}_{args.split}"
     name = args.name or f"{m}_{args.dataset_name}_sweep" + ("_static_re" if args.method == "static_re" else "")
     stem = output_stem(args.output_dir, "results", name)
-    vm_path = None
+    vm_path, value_tag = None, None
     if args.method == "re_control":
-        vm_path = (args.value_model or value_model_stem(args.output_dir, m, args.dataset_name, args.value_lr))
-        vm_path = vm_path.removesuffix(".safetensors")
-    value_tag = os.path.basename(vm_path) if args.value_model else str(args.value_lr)
+        vm_path, value_tag = find_value_model(args.output_dir, m, args.dataset_name, args.value_lr, args.value_model)
     plan = cell_plan(args, prefix, value_tag)
     # what a cell's answers and scores depend on (not where they are written: a copied base run is reused)
     generation = run_settings(args, ignore=("output_dir", "step_sizes", "num_updates", "strengths", "rule", "min_diversity_ratio",

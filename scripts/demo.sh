@@ -39,7 +39,7 @@ run $PY inference_intervention.py "${COMMON[@]}" --use_intervention False --max_
 run $PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --settings_from "$SETTINGS" \
     --max_new_tokens $NEW_TOKENS --batch_size 50
 RUN=$(python3 -c "import json, sys; c = json.load(open(sys.argv[1]))['chosen']; \
-print(f\"smollm2_135M_demo_${VALUE_LR}_{c['num_updates']}_{c['step_size']}\")" "$SETTINGS")
+print(f\"smollm2_135M_demo_${VALUE_TAG}_{c['num_updates']}_{c['step_size']}\")" "$SETTINGS")
 # 5-6. reward, diversity and coherence (SimCSE's BERT is on the hub: the MiniLM folder from PyPI stands in)
 run $PY measure_reward.py "${COMMON[@]}" --out_file smollm2_135M_demo_base
 run $PY measure_reward.py "${COMMON[@]}" --out_file "$RUN" --baseline smollm2_135M_demo_base

@@ -167,7 +167,7 @@ def test_value_training_recovers_a_planted_value_function(tmp_path):
         save_tensors(labels, features_path(root, "toy-llm", "toy", "labels", split))
     train_value_model.main(["--model_name", "toy-llm", "--dataset_name", "toy", "--lr", "0.003", "--epochs", "150",
                             "--batch_size", "50", "--hidden_dim", "64", "--device", "cpu", "--output_dir", root])
-    saved = json.load(open(os.path.join(root, "trained_model", "value_model_toy-llm_toy_0.003.json")))
+    saved = json.load(open(os.path.join(root, "trained_model", "value_model_toy-llm_toy_0.003_ep150_bs50_h64.json")))
     assert saved["test_terminal_loss"] < 0.1 * saved["baseline_terminal_loss"]
 
 
@@ -195,11 +195,11 @@ def test_re_control_raises_a_planted_reward_end_to_end(tiny_llama_dir, tiny_toke
                                           "--epochs", "10"])
     reward = LetterReward(word)
     counts = {}
-    for run in ("tiny-llama0_toy_base", "tiny-llama0_toy_0.0001_10_0.5"):
+    for run in ("tiny-llama0_toy_base", "tiny-llama0_toy_planted_value_model_10_0.5"):
         records = json.load(open(tmp_path / "response" / f"{run}.json"))
         counts[run] = sum(reward.score([r["conversation"] for r in records], [r["results"] for r in records],
                                        progress=False))
-    assert counts["tiny-llama0_toy_0.0001_10_0.5"] >= counts["tiny-llama0_toy_base"] + len(QUESTIONS)
+    assert counts["tiny-llama0_toy_planted_value_model_10_0.5"] >= counts["tiny-llama0_toy_base"] + len(QUESTIONS)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def good(tmp_path_factory, tiny_llama_dir):
     with open(os.path.join(out, "results_sweep.json"), "w") as f:
         json.dump(sweep, f)
     os.makedirs(os.path.join(out, "gpt-4-evaluations"))
-    with open(os.path.join(out, "gpt-4-evaluations", f"{m}_{D}_0.01_2_1.0_{m}_{D}_base.jsonl"), "w") as f:
+    with open(os.path.join(out, "gpt-4-evaluations", f"{m}_{D}_0.01_ep2_2_1.0_{m}_{D}_base.jsonl"), "w") as f:
         f.write(json.dumps({"settings": {}}) + "\n" + json.dumps({"index": 0, "outcome": "tie"}) + "\n")
     return str(root), m
 
@@ -62,12 +62,12 @@ def cases(root, model_dir, m):
     feats = os.path.join(out, "features")
     common = ["--model_name", model_dir, "--dataset_name", D, "--output_dir", out]
     llm = common + ["--data_file", os.path.join(root, "q_{split}.jsonl"), "--device", "cpu", "--max_new_tokens", "3"]
-    stage3 = ["train_value_model.py", *common, "--lr", "0.01", "--epochs", "1", "--device", "cpu", "--overwrite",
+    stage3 = ["train_value_model.py", *common, "--lr", "0.01", "--epochs", "2", "--device", "cpu", "--overwrite",
               "True"]
-    vm = os.path.join(out, "trained_model", f"value_model_{m}_{D}_0.01.safetensors")
+    vm = os.path.join(out, "trained_model", f"value_model_{m}_{D}_0.01_ep2.safetensors")
     features = os.path.join(feats, f"{m}_{D}_token_wise_activations_train.safetensors")
     base = os.path.join(out, "response", f"{m}_{D}_base.json")
-    steered = f"{m}_{D}_0.01_2_1.0"
+    steered = f"{m}_{D}_0.01_ep2_2_1.0"
     return [
         ("value model (stage 4)", vm, ["inference_intervention.py", *llm, "--use_intervention", "True",
                                        "--value_lr", "0.01", "--lr", "1", "--epochs", "2", "--overwrite", "True"],

@@ -199,7 +199,8 @@ def test_api_key_never_reaches_files_or_messages(tmp_path, monkeypatch, capfd):
         gpt4_eval.main(["--run_name_red", "red", "--run_name_blue", "blue", "--base_url", "http://127.0.0.1:9/v1",
                         "--output_dir", out, "--max_retries", "1", "--retry_delay", "0.01", "--timeout", "0.5"])
     assert key not in str(err.value)
-    assert gpt4_eval.redact(f"Incorrect API key provided: {key}.") == "Incorrect API key provided: ***."
+    from utils.stages.stage7_judge import redact
+    assert redact(f"Incorrect API key provided: {key}.") == "Incorrect API key provided: ***."
     printed = capfd.readouterr()
     assert key not in printed.out + printed.err
     for root, _, files in os.walk(out):

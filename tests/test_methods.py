@@ -105,7 +105,7 @@ def varied(pipeline, tiny_llama_dir, tmp_path_factory):
     ("static_re", ["--strength", "2.0"], "static_re_2.0"),
     ("best_of_n", ["--num_candidates", "2"], "best_of_n_2"),
     ("args", ["--top_k", "3", "--weight", "1.0"], "args_3_1.0"),
-    ("cd_prefix", ["--num_candidates", "2", "--block_size", "2"], "cd_prefix_2_2"),
+    ("cd_prefix", ["--num_candidates", "2", "--block_size", "2"], "cd_prefix_0.001_ep3_bs2_2_2"),
 ])
 def test_decode_methods_outputs_are_read_by_stages_5_and_6(varied, tiny_llama_dir, qfile, method, extra, name):
     import json

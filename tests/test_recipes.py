@@ -40,10 +40,12 @@ def test_dry_run_prints_the_paper_settings_stage_commands(name, capsys):
     assert (steer["--use_intervention"], steer["--lr"], steer["--epochs"], steer["--value_lr"]) == \
         ("True", alpha, n, value_lr)
     assert flags[6]["--prompting"] == "True"
-    # the run names stage 5 scores are the ones stage 4 writes
-    import inference_intervention
-    args = inference_intervention.parse_args(commands[5][2:])
-    assert flags[8]["--out_file"] == inference_intervention.run_name(args, args.model_name)
+    # stage 5 scores the paper's file names: the value model keeps its original name (the paper's shape and epochs)
+    assert flags[8]["--out_file"] == f"{name}_{value_lr}_{n}_{alpha}"
+    import train_value_model
+    from utils.training import value_model_variant
+    stage3 = vars(train_value_model.parse_args(commands[3][2:]))
+    assert value_model_variant(stage3, stage3["model_name"], stage3["dataset_name"]) == ""
     assert all(f["--output_dir"] == "out" for f in flags)
 
 
@@ -60,3 +62,16 @@ def test_demo_recipe_dry_run_prints_its_stage_commands_and_runs_nothing(tmp_path
                        "report_html.py"]
     assert "--settings_from" in commands[6] and "--td_lambda" in commands[4]
     assert not os.path.exists(tmp_path / "demo"), "a dry run writes nothing"
+
+
+def test_demo_names_its_runs_after_the_value_model_stage_3_writes():
+    """scripts/demo_settings.sh's VALUE_TAG is what stage 3 and stage 4 call the demo's value model."""
+    import subprocess
+
+    import train_value_model
+    from utils.training import value_model_variant
+    out = subprocess.run(["bash", "-c", "source scripts/demo_settings.sh; echo $VALUE_LR; echo $VALUE_FLAGS; "
+                          "echo $VALUE_TAG"], cwd=ROOT, capture_output=True, text=True, check=True)
+    value_lr, flags, value_tag = out.stdout.splitlines()
+    args = vars(train_value_model.parse_args(["--lr", value_lr, *flags.split()]))
+    assert value_tag == value_lr + value_model_variant(args, "smollm2_135M", "demo") == "0.001_td1_vf0.1_es"

@@ -244,7 +244,7 @@ def test_stage2_sequence_classification_rm(tmp_path, pipeline, tiny_llama_dir, t
 # Stage 3
 
 def test_stage3_value_model_files(pipeline, tiny_llama_dir):
-    stem = os.path.join(pipeline, "trained_model", f"value_model_{tag(tiny_llama_dir)}_{D}_0.001")
+    stem = os.path.join(pipeline, "trained_model", f"value_model_{tag(tiny_llama_dir)}_{D}_0.001_ep3_bs2")
     assert sorted(os.listdir(os.path.join(pipeline, "trained_model"))) == sorted(
         os.path.basename(stem) + suffix for suffix in (".safetensors", ".json", "_log.csv", "_loss.png"))
     config = read_json(stem + ".json")
@@ -267,12 +267,50 @@ def test_stage3_checkpoints_every_n_epochs(tmp_path, pipeline, tiny_llama_dir):
     train_value_model.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--lr", "0.01", "--epochs", "3",
                             "--checkpoint_every", "1", "--num_layers", "3", "--hidden_dim", "8", "--device", "cpu",
                             "--output_dir", out])
-    stem = os.path.join(out, "trained_model", f"value_model_{tag(tiny_llama_dir)}_{D}_0.01")
+    stem = os.path.join(out, "trained_model", f"value_model_{tag(tiny_llama_dir)}_{D}_0.01_ep3_L3_h8")
     assert os.path.exists(stem + "_1.safetensors") and os.path.exists(stem + "_2.safetensors")
     assert not os.path.exists(stem + "_3.safetensors"), "the last epoch is the final file, not a checkpoint"
     assert read_json(stem + "_1.json")["epoch"] == 1
     assert load_value_model(stem).config == dict(read_json(stem + ".json"))
     assert read_json(stem + ".json")["num_layers"] == 3 and read_json(stem + ".json")["hidden_dim"] == 8
+
+
+def test_value_models_of_other_settings_get_their_own_names(tmp_path, pipeline, tiny_llama_dir, qfile):
+    """A sweep over epochs, width, depth and seed keeps every value model and every response file; the paper's
+    settings keep the original names; stage 4 refuses to guess between several."""
+    m, out = tag(tiny_llama_dir), str(tmp_path)
+    os.symlink(os.path.join(pipeline, "features"), os.path.join(out, "features"))
+    common = ["--model_name", tiny_llama_dir, "--dataset_name", D, "--lr", "0.001", "--device", "cpu",
+              "--output_dir", out]
+    variants = {"": [], "_ep2": ["--epochs", "2"], "_ep2_s1": ["--epochs", "2", "--seed", "1"],
+                "_L3_h8": ["--num_layers", "3", "--hidden_dim", "8"]}
+    for extra in variants.values():
+        train_value_model.main(common + extra)
+    stems = {v: os.path.join(out, "trained_model", f"value_model_{m}_{D}_0.001{v}") for v in variants}
+    assert read_json(stems[""] + ".json")["epoch"] == 100 and read_json(stems["_ep2"] + ".json")["epoch"] == 2
+    assert read_json(stems["_L3_h8"] + ".json")["num_layers"] == 3 and read_json(stems["_L3_h8"] + ".json")[
+        "hidden_dim"] == 8
+    assert not torch.equal(*(load_value_model(stems[v]).net[0].weight for v in ("_ep2", "_ep2_s1")))
+    with pytest.raises(UsageError, match="4 value models for --value_lr 0.001.*pass --value_model"):
+        stage4(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.001", "--epochs", "2",
+               "--lr", "0.5")
+    for variant in variants:
+        stage4(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_model", stems[variant],
+               "--epochs", "2", "--lr", "0.5")
+    names = sorted(n for n in os.listdir(os.path.join(out, "response")) if not n.endswith(".meta.json"))
+    assert names == sorted(f"{m}_{D}_0.001{v}_2_0.5.json" for v in variants)
+    assert read_json(os.path.join(out, "response", f"{m}_{D}_0.001_ep2_s1_2_0.5.meta.json"))["args"][
+        "value_model"] == stems["_ep2_s1"]
+
+
+def test_value_model_name_defaults_are_the_papers_per_setting():
+    from utils.training import value_model_variant
+    assert value_model_variant({"num_layers": 3, "hidden_dim": 4096}, "vicuna_7B", "hh_rlhf") == ""
+    assert value_model_variant({"num_layers": 3, "hidden_dim": 4096}, "vicuna_7B", "shp") == "_L3"
+    assert value_model_variant({"num_layers": 2, "hidden_dim": None}, "smollm2_135M", "demo") == ""
+    assert value_model_variant({"hidden_dim": 4096}, "smollm2_135M", "demo") == "_h4096"
+    assert value_model_variant({"td_lambda": 1.0, "val_fraction": 0.1, "early_stopping": True,
+                                "detach_target": False, "weight_decay": 0.01}, "x", "y") == "_wd0.01_grad_td1_vf0.1_es"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -319,7 +357,7 @@ def test_stage4_intervention(pipeline, tiny_llama_dir, qfile):
     m = tag(tiny_llama_dir)
     stage4(tiny_llama_dir, pipeline, qfile, "--use_intervention", "True", "--value_lr", "0.001",
            "--epochs", "2", "--lr", "0.5")
-    path = os.path.join(pipeline, "response", f"{m}_{D}_0.001_2_0.5.json")
+    path = os.path.join(pipeline, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5.json")
     records, meta = check_responses(path, TEST_QUESTIONS)
     assert meta["method"] == "RE-Control" and meta["step_size"] == 0.5 and meta["num_updates"] == 2
     assert meta["value_model"]["llm"] == tiny_llama_dir and meta["value_model"]["input_dim"] == 32
@@ -336,8 +374,8 @@ def test_stage4_zero_step_intervention_equals_base_and_a_large_one_differs(pipel
     stage4(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.001", "--epochs", "10",
            "--lr", "1000")
     base = [r["results"] for r in read_json(os.path.join(out, "response", f"{m}_{D}_base.json"))]
-    zero = [r["results"] for r in read_json(os.path.join(out, "response", f"{m}_{D}_0.001_3_0.0.json"))]
-    large = [r["results"] for r in read_json(os.path.join(out, "response", f"{m}_{D}_0.001_10_1000.0.json"))]
+    zero = [r["results"] for r in read_json(os.path.join(out, "response", f"{m}_{D}_0.001_ep3_bs2_3_0.0.json"))]
+    large = [r["results"] for r in read_json(os.path.join(out, "response", f"{m}_{D}_0.001_ep3_bs2_10_1000.0.json"))]
     assert zero == base
     assert large != base
 
@@ -348,7 +386,7 @@ def test_stage4_prompting_names(pipeline, tiny_llama_dir, qfile):
     check_responses(os.path.join(pipeline, "response", f"{m}_{D}_prompting.json"), TEST_QUESTIONS, prompting=True)
     stage4(tiny_llama_dir, pipeline, qfile, "--prompting", "True", "--use_intervention", "True",
            "--value_lr", "0.001", "--epochs", "2", "--lr", "0.5")
-    _, meta = check_responses(os.path.join(pipeline, "response", f"{m}_{D}_0.001_2_0.5_prompting.json"),
+    _, meta = check_responses(os.path.join(pipeline, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5_prompting.json"),
                               TEST_QUESTIONS, prompting=True)
     assert meta["prompting"] is True and meta["method"] == "RE-Control"
 

@@ -58,7 +58,7 @@ def test_smollm2_pipeline(tmp_path):
 
     # stage 3
     train_value_model.main(common + ["--lr", "0.001", "--epochs", "2"])
-    stem = os.path.join(out, "trained_model", f"value_model_{M}_{D}_0.001")
+    stem = os.path.join(out, "trained_model", f"value_model_{M}_{D}_0.001_ep2")
     config = read_json(stem + ".json")
     assert config["input_dim"] == 576 and config["llm"] == M and config["epoch"] == 2
     assert os.path.exists(stem + ".safetensors") and os.path.exists(stem + "_loss.png")
@@ -68,7 +68,7 @@ def test_smollm2_pipeline(tmp_path):
     inference_intervention.main(llm + ["--use_intervention", "True", "--value_lr", "0.001"])
     base = read_json(os.path.join(out, "response", f"{M}_{D}_base.json"))
     step_size, num_updates = PAPER_SETTINGS[(M, D)]
-    run = f"{M}_{D}_0.001_{num_updates}_{step_size}"
+    run = f"{M}_{D}_0.001_ep2_{num_updates}_{step_size}"
     steered = read_json(os.path.join(out, "response", f"{run}.json"))
     stage1 = read_json(os.path.join(out, "features", f"{M}_{D}_response_test.json"))
     assert [r["results"] for r in base] == [r["results"] for r in stage1], "both are greedy decoding"

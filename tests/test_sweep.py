@@ -105,7 +105,7 @@ def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir):
     chosen = read_json(path)["chosen"]
     inference_intervention.main(llm_args(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr",
                                          "0.01", "--settings_from", path))
-    name = f"{m}_{D}_0.01_{chosen['num_updates']}_{chosen['step_size']}"
+    name = f"{m}_{D}_0.01_ep3_bs4_{chosen['num_updates']}_{chosen['step_size']}"
     meta = read_json(os.path.join(out, "response", f"{name}.meta.json"))
     assert meta["step_size"] == chosen["step_size"] and meta["num_updates"] == chosen["num_updates"]
     with pytest.raises(UsageError, match="either --settings_from or --lr"):

@@ -29,9 +29,11 @@ def features_path(root, m, d, kind, split):
     return os.path.join(root, "features", f"{m}_{d}_{kind}_{split}.{ext}")
 
 
-def value_model_stem(root, m, d, lr, epoch=None):
+def value_model_stem(root, m, d, lr, variant="", epoch=None):
+    """trained_model/value_model_{m}_{d}_{lr}: the original name; `variant` (utils.training.value_model_variant)
+    names settings other than the setting's defaults; `epoch` a checkpoint."""
     suffix = f"_{epoch}" if epoch is not None else ""
-    return os.path.join(root, "trained_model", f"value_model_{m}_{d}_{lr}{suffix}")
+    return os.path.join(root, "trained_model", f"value_model_{m}_{d}_{lr}{variant}{suffix}")
 
 
 def response_path(root, run_name):

@@ -31,6 +31,38 @@ class ValueTrainingConfig:
     device: str = "cpu"
 
 
+# The value model's shape in the paper (section 5): h = 4096, 3 Linear layers for Vicuna on HH-RLHF, 2 elsewhere.
+PAPER_LLMS = ("vicuna_7B", "falcon_7B", "llama3_8B")
+
+
+def default_shape(model_name: str, dataset_name: str) -> Tuple[int, Optional[int]]:
+    """(num_layers, hidden_dim) of the setting's value model; hidden_dim None = the states' size."""
+    num_layers = 3 if (model_name, dataset_name) == ("vicuna_7B", "hh_rlhf") else 2
+    return num_layers, 4096 if model_name in PAPER_LLMS else None
+
+
+# Stage-3 settings a value model's file name shows when they differ from the setting's default, and their codes
+NAME_CODES = {"epochs": "ep", "batch_size": "bs", "num_layers": "L", "hidden_dim": "h", "weight_decay": "wd",
+              "detach_target": "grad", "td_lambda": "td", "val_fraction": "vf", "early_stopping": "es",
+              "standardize_rewards": "std", "seed": "s"}
+
+
+def value_model_variant(settings: dict, model_name: str, dataset_name: str) -> str:
+    """'' for the setting's defaults (the paper's file name), else '_' + the changed settings, e.g. '_td1_vf0.1_es'.
+
+    Booleans show as their code alone (detach_target False shows 'grad': the gradient flows through the target).
+    """
+    defaults = dict(vars(ValueTrainingConfig()))
+    defaults["num_layers"], defaults["hidden_dim"] = default_shape(model_name, dataset_name)
+    parts = []
+    for key, code in NAME_CODES.items():
+        value = settings.get(key, defaults[key])
+        if value is None or value == defaults[key]:
+            continue
+        parts.append(code if isinstance(value, bool) else f"{code}{value:g}")
+    return "".join(f"_{part}" for part in parts)
+
+
 def run_epoch(model: ValueModel, data: SequenceData, config: ValueTrainingConfig, optimizer=None, generator=None,
               scale: float = 1.0, shift: float = 0.0) -> List[float]:
     """Mean per-sequence (loss, td, terminal, Monte-Carlo error) over `data`; one optimizer step per batch if

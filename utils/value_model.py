@@ -1,7 +1,9 @@
 """The value model: an MLP V(o) on final-layer hidden states, its Bellman (TD(0)) loss, and self-describing files."""
 import copy
+import glob
 import json
 import os
+import re
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -9,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from utils.cli import UsageError
-from utils.io import atomic_path, load_tensors, save_json
+from utils.io import atomic_path, load_tensors, save_json, value_model_stem
 
 
 class ValueModel(nn.Module):
@@ -134,6 +136,9 @@ def pack_padded(features, mask):
 # ----------------------------------------------------------------------------------------------------------------------
 # Files: weights in safetensors, the description in its metadata and in a JSON beside it
 
+VARIANT = re.compile(r"(_[A-Za-z][^_]*)+")  # '_td1_vf0.1_es'; a checkpoint ends in '_{epoch}'
+
+
 def save_value_model(model, stem, **description):
     config = dict(model.config, **description)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -181,6 +186,29 @@ def load_value_model(stem):
             linear.bias.copy_(bias)
     model.config = config
     return model.eval()
+
+
+def value_model_tag(stem, m, d):
+    """What a run names its value model by: '{lr}{variant}' for one under its stage-3 name, else the file's name."""
+    name = os.path.basename(stem)
+    return name.removeprefix(f"value_model_{m}_{d}_")
+
+
+def find_value_model(root, m, d, value_lr, path=None):
+    """(stem, tag) of the value model a stage uses: `path` if given, else the one stage 3 wrote for `value_lr`
+    under the original name or a variant's (value_model_{m}_{d}_{value_lr}[_variant]); several are refused."""
+    if path:
+        stem = path.removesuffix(".safetensors").removesuffix(".pth")
+        return stem, value_model_tag(stem, m, d)
+    default = value_model_stem(root, m, d, value_lr)
+    stems = sorted({p.rsplit(".", 1)[0] for p in glob.glob(glob.escape(default) + "*")
+                    if p.endswith((".safetensors", ".pth"))})
+    stems = [s for s in stems if s == default or VARIANT.fullmatch(s[len(default):])]
+    if len(stems) > 1:
+        raise UsageError(f"{len(stems)} value models for --value_lr {value_lr}: "
+                         f"{', '.join(os.path.basename(s) for s in stems)}; pass --value_model PATH to choose one")
+    stem = stems[0] if stems else default  # missing: load_value_model says how to make it
+    return stem, value_model_tag(stem, m, d)
 
 
 def check_value_model(value_model, model_name, hidden):

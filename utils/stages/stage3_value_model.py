@@ -1,0 +1,99 @@
+"""Stage 3: train the value model on the stage-1 features and stage-2 labels (see train_value_model.py)."""
+import csv
+
+from tqdm.auto import tqdm
+
+from utils.cli import UsageError
+from utils.features import load_sequences
+from utils.io import (
+    atomic_path,
+    features_path,
+    load_json,
+    model_tag,
+    new_figure,
+    run_settings,
+    save_figure,
+    value_model_stem,
+)
+from utils.models import resolve_device
+from utils.runs import refuse_overwrite
+from utils.training import ValueTrainingConfig, default_shape, fit_value_model, split_by_group, value_model_variant
+from utils.value_model import save_value_model
+
+
+def plot_losses(rows, path, baseline, split="test"):
+    fig, ax = new_figure(figsize=(6, 4))
+    epochs = [r["epoch"] for r in rows]
+    ax.plot(epochs, [r["train_loss"] for r in rows], label="train")
+    ax.plot(epochs, [r["test_loss"] for r in rows], label=split)
+    ax.plot(epochs, [r["test_terminal"] for r in rows], "--", label=f"{split}, terminal part")
+    if "val_mc" in rows[0]:
+        ax.plot(epochs, [r["val_mc"] for r in rows], label="validation, Monte-Carlo error")
+    ax.axhline(baseline, color="gray", linestyle=":", label="terminal part of predicting the mean reward")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss per sequence")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("value model training")
+    save_figure(fig, path)
+
+
+def run_train_value_model(args):
+    """Stage 3 on parsed flags; returns the value model's path without extension."""
+    device = resolve_device(args.device)
+    m = model_tag(args.model_name)
+    default_layers, default_hidden = default_shape(args.model_name, args.dataset_name)
+    args.num_layers = default_layers if args.num_layers is None else args.num_layers
+    args.hidden_dim = default_hidden if args.hidden_dim is None else args.hidden_dim
+    variant = value_model_variant(vars(args), args.model_name, args.dataset_name)
+    stem = args.value_model or value_model_stem(args.output_dir, m, args.dataset_name, args.lr, variant)
+    stem = stem.removesuffix(".safetensors")
+    settings = run_settings(args)
+    refuse_overwrite(stem + ".safetensors", settings, args.overwrite, description=stem + ".json")
+    # ------------------------------------------------------------------------------------------------------ load
+    train = load_sequences(args.output_dir, m, args.dataset_name, "train")
+    test = load_sequences(args.output_dir, m, args.dataset_name, args.eval_split)
+    validation = None
+    if args.val_fraction:
+        records = load_json(features_path(args.output_dir, m, args.dataset_name, "response", "train"),
+                            "get_activations_only.py")
+        if len(records) != len(train):
+            raise UsageError(f"{len(records)} training responses for {len(train)} feature sequences; re-run "
+                                 f"get_activations_only.py")
+        train, validation = split_by_group(train, [r["prompt"] for r in records], args.val_fraction, args.seed)
+    config = ValueTrainingConfig(**{k: getattr(args, k) for k in ValueTrainingConfig.__dataclass_fields__
+                                    if k != "device"}, device=str(device))
+    baseline = ((test.labels - train.labels.mean()) ** 2).mean().item()
+    print(f"train: {len(train)} sequences, {train.num_steps} steps"
+          + (f"; validation: {len(validation)} sequences" if validation else "")
+          + f"; {args.eval_split}: {len(test)} sequences; d = {train.dim}; terminal loss of predicting the mean train "
+            f"reward on {args.eval_split}: {baseline:.4f}")
+    # ------------------------------------------------------------------------------------------------------ train
+    description = dict(llm=args.model_name, dataset=args.dataset_name, lr=args.lr, num_train=len(train),
+                       baseline_terminal_loss=baseline, settings=settings)
+
+    def on_epoch(epoch, current, row):
+        tqdm.write(f"epoch {epoch:4d}  train loss {row['train_loss']:.5f}  {args.eval_split} loss "
+                   f"{row['test_loss']:.5f} "
+                   f"(td {row['test_td']:.5f}, terminal {row['test_terminal']:.5f})"
+                   + (f"  validation MC error {row['val_mc']:.5f}" if validation else ""))
+        if epoch % args.checkpoint_every == 0 and epoch != args.epochs:
+            save_value_model(current(), f"{stem}_{epoch}", epoch=epoch, test_loss=row["test_loss"], **description)
+    result = fit_value_model(train, config, validation, {"test": test}, on_epoch, progress=True)
+    rows, kept = result.log, result.kept
+    # ------------------------------------------------------------------------------------------------------ save
+    save_value_model(result.model, stem, epoch=kept["epoch"], test_loss=kept["test_loss"],
+                     test_terminal_loss=kept["test_terminal"], test_mc_error=kept["test_mc"],
+                     val_mc_error=kept.get("val_mc"), **description)
+    with atomic_path(stem + "_log.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    plot_losses(rows, stem + "_loss.png", baseline, args.eval_split)
+    print(f"value model (epoch {kept['epoch']}"
+          + (f", lowest validation MC error {kept['val_mc']:.5f}" if args.early_stopping else "")
+          + f") -> {stem}.safetensors "
+          f"({args.eval_split} loss {kept['test_loss']:.5f}, terminal {kept['test_terminal']:.5f} vs {baseline:.5f} for "
+          f"the mean)")
+    return stem

@@ -1,0 +1,139 @@
+"""Stage 4: answer a split with the policy, with RE-Control's edit (inference_intervention.py) or with a comparison
+method (decode_methods.py)."""
+import contextlib
+
+from utils.cli import UsageError
+from utils.data import ALIGNMENT_PROMPT, load_prompts
+from utils.features import load_sequences
+from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
+from utils.intervention import ValueIntervention, default_settings
+from utils.io import model_tag, response_path, run_settings
+from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
+from utils.models import config_hidden_size, hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
+from utils.rewards import load_reward_model
+from utils.runs import refuse_overwrite
+from utils.sweep import read_choice
+from utils.value_model import check_value_model, find_value_model, load_value_model
+
+METHODS = ("static_re", "best_of_n", "args", "cd_prefix")  # decode_methods.py
+
+def run_name(args, m, value_tag=None):
+    if args.use_intervention:
+        name = f"{m}_{args.dataset_name}_{value_tag or args.value_lr}_{args.epochs}_{args.lr}"
+    else:
+        name = f"{m}_{args.dataset_name}_base" if not args.prompting else f"{m}_{args.dataset_name}"
+    return name + ("_prompting" if args.prompting else "")
+
+
+def resolve_setting(args):
+    """alpha (args.lr) and n (args.epochs): from --settings_from, else the flags, else the setting's defaults."""
+    if args.settings_from:
+        if args.lr is not None or args.epochs is not None:
+            raise UsageError("pass either --settings_from or --lr/--epochs, not both")
+        setting, _ = read_choice(args.settings_from, "re_control", args.model_name)
+        args.lr, args.epochs = setting["step_size"], setting["num_updates"]
+        print(f"step size {args.lr:g} and {args.epochs} updates, as chosen in {args.settings_from}")
+    default_lr, default_epochs = default_settings(args.model_name, args.dataset_name)
+    args.lr = default_lr if args.lr is None else args.lr
+    args.epochs = default_epochs if args.epochs is None else args.epochs
+
+
+def run_inference_intervention(args, model=None, tokenizer=None):
+    """Stage 4 on parsed flags, with the policy already loaded if given; returns the run's name."""
+    resolve_setting(args)
+    m = model_tag(args.model_name)
+    stem, value_tag = None, None
+    if args.use_intervention:
+        stem, value_tag = find_value_model(args.output_dir, m, args.dataset_name, args.value_lr, args.value_model)
+    name = run_name(args, m, value_tag)
+    out = response_path(args.output_dir, name)
+    settings = run_settings(args)
+    refuse_overwrite(out, settings, args.overwrite)
+    # ------------------------------------------------------------------------------------------------------ load
+    spec = resolve_model(args.model_name, args.chat_template)
+    value_model = None
+    if args.use_intervention:
+        value_model = load_value_model(stem)
+        check_value_model(value_model, args.model_name, config_hidden_size(spec, args.trust_remote_code))
+    tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
+    prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
+    if model is None:
+        model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                    args.device_map, tokenizer)
+    # ------------------------------------------------------------------------------------------------------ run + save
+    config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
+    add_special = not spec.chat_template
+    hook = None
+    if value_model is not None:
+        check_value_model(value_model, args.model_name, hidden_size(model))
+        hook = ValueIntervention(model, value_model.to(model.device), args.lr, args.epochs)
+
+    def decode_batch(texts, _conversations):
+        return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
+    with hook or contextlib.nullcontext():
+        answer_prompts(args, prompts, tokenizer, add_special, decode_batch,
+                       f"generating ({'RE-Control' if hook else 'base'})", out, settings,
+                       method="RE-Control" if hook else "base", step_size=args.lr if hook else None,
+                       num_updates=args.epochs if hook else None, prompting=args.prompting, split=args.split,
+                       value_model=value_model.config if value_model else None)
+    return name
+
+
+def method_run_name(args, m, value_tag=None):
+    settings = {"static_re": f"{args.strength}", "best_of_n": f"{args.num_candidates}",
+                "args": f"{args.top_k}_{args.weight}",
+                "cd_prefix": f"{value_tag}_{args.num_candidates}_{args.block_size}"}
+    return f"{m}_{args.dataset_name}_{args.method}_{settings[args.method]}" + ("_prompting" if args.prompting else "")
+
+
+def run_decode_method(args, model=None, tokenizer=None, reward_model=None):
+    """A comparison method on parsed flags, with the policy (and Best-of-N's or ARGS's reward model) already loaded
+    if given; returns the run's name."""
+    m = model_tag(args.model_name)
+    stem, value_tag = None, None
+    if args.method == "cd_prefix":
+        stem, value_tag = find_value_model(args.output_dir, m, args.dataset_name, args.value_lr, args.value_model)
+    name = method_run_name(args, m, value_tag)
+    out = response_path(args.output_dir, name)
+    settings = run_settings(args)
+    refuse_overwrite(out, settings, args.overwrite)
+    # ------------------------------------------------------------------------------------------------------ load
+    spec = resolve_model(args.model_name, args.chat_template)
+    tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
+    prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
+    if model is None:
+        model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                    args.device_map, tokenizer)
+    add_special = not spec.chat_template
+    hook, value_model = None, None
+    if args.method == "static_re":
+        direction = linear_probe_direction(load_sequences(args.output_dir, m, args.dataset_name, "train"))
+        hook = StaticIntervention(model, direction, args.strength)
+    if args.method == "cd_prefix":
+        value_model = load_value_model(stem)
+        check_value_model(value_model, args.model_name, hidden_size(model))
+        value_model.to(model.device)
+    if args.method in ("best_of_n", "args"):
+        reward_model = reward_model or load_reward_model(args.reward_model, args.device, "auto", args.batch_size,
+                                                         args.trust_remote_code)
+        if args.method == "args" and args.reward_model != "vader":
+            print(f"note: ARGS scores text: each prefix is re-tokenized by {args.reward_model}'s tokenizer")
+    # ------------------------------------------------------------------------------------------------------ run + save
+    def decode_batch(texts, conversations):
+        if args.method == "static_re":
+            config = generation_config(model, tokenizer, args.max_new_tokens)
+            return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
+        if args.method == "best_of_n":
+            return best_of_n(model, tokenizer, texts, conversations, reward_model, args.num_candidates,
+                             args.temperature, args.top_p, 50, args.max_new_tokens, add_special)
+        if args.method == "args":
+            return args_decode(model, tokenizer, texts, conversations, reward_model, args.top_k, args.weight,
+                               args.max_new_tokens, add_special)
+        return cd_prefix_decode(model, tokenizer, texts, value_model, args.num_candidates, args.block_size,
+                                args.max_new_tokens, args.temperature, 50, args.top_p, add_special)
+    with hook or contextlib.nullcontext():
+        answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({args.method})", out,
+                       settings, method=args.method, prompting=args.prompting, split=args.split)
+    return name
+
+

@@ -1,0 +1,50 @@
+"""Stage 5: the average reward of a run's responses (see measure_reward.py for the files)."""
+from utils.cli import UsageError
+from utils.io import (
+    load_records,
+    load_reward_record,
+    output_path,
+    response_path,
+    run_settings,
+    save_json,
+    write_sidecar,
+)
+from utils.metrics import cut_at_next_turn, reward_result
+from utils.rewards import load_reward_model
+from utils.runs import BatchRun, refuse_overwrite
+
+
+def run_measure_reward(args, reward_model=None):
+    """Stage 5 on parsed flags; returns the result's path (None in a process that does not write it)."""
+    out = output_path(args.output_dir, "reward", args.out_file)
+    settings = run_settings(args)
+    refuse_overwrite(out, settings, args.overwrite)
+    # ------------------------------------------------------------------------------------------------------ load
+    records = load_records(response_path(args.output_dir, args.out_file), "inference_intervention.py")
+    baseline = None
+    if args.baseline:
+        baseline = load_reward_record(output_path(args.output_dir, "reward", args.baseline),
+                                      f"measure_reward.py --out_file {args.baseline}")
+    reward_model = reward_model or load_reward_model(args.reward_model, args.device, args.dtype, args.batch_size,
+                                                     args.trust_remote_code)
+    # ------------------------------------------------------------------------------------------------------ run
+    answers = [cut_at_next_turn(r["results"]) for r in records]
+    run, rewards = reward_model.score_run([r.get("conversation", r["prompt"]) for r in records], answers,
+                                          lambda n: BatchRun(out, settings, n, args.overwrite))
+    if rewards is None:
+        return None  # another process writes the result
+    try:
+        result = reward_result(args.out_file, args.reward_model, rewards, baseline)
+    except ValueError as err:
+        raise UsageError(f"--baseline {args.baseline}: {err}")
+    print(f"{args.out_file}: average reward {result['average_reward']:.4f} ± {result['standard_error']:.4f} "
+          f"(n = {len(rewards)}, {args.reward_model})")
+    if baseline is not None:
+        diff, diff_se = result["paired_difference"], result["paired_standard_error"]
+        print(f"  vs {args.baseline} ({baseline['average_reward']:.4f}): difference {diff:+.4f} ± {diff_se:.4f} "
+              f"(paired SE; {diff / diff_se if diff_se else float('nan'):.2f} SE)")
+    # ------------------------------------------------------------------------------------------------------ save
+    save_json(result, out)
+    write_sidecar(out, args, settings)
+    run.finish()
+    return out
