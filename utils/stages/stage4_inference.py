@@ -38,6 +38,16 @@ def resolve_setting(args):
     args.epochs = default_epochs if args.epochs is None else args.epochs
 
 
+def policy_and_prompts(args, spec, model=None, tokenizer=None):
+    """The split's prompts (with the alignment prompt if --prompting) and the policy, loaded unless given."""
+    tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
+    prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
+    if model is None:
+        model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
+                                                    args.device_map, tokenizer)
+    return model, tokenizer, prompts
+
+
 def run_inference_intervention(args, model=None, tokenizer=None):
     """Stage 4 on parsed flags, with the policy already loaded if given; returns the run's name."""
     resolve_setting(args)
@@ -55,11 +65,7 @@ def run_inference_intervention(args, model=None, tokenizer=None):
     if args.use_intervention:
         value_model = load_value_model(stem)
         check_value_model(value_model, args.model_name, config_hidden_size(spec, args.trust_remote_code))
-    tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
-    prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
-    if model is None:
-        model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
-                                                    args.device_map, tokenizer)
+    model, tokenizer, prompts = policy_and_prompts(args, spec, model, tokenizer)
     # ------------------------------------------------------------------------------------------------------ run + save
     config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
     add_special = not spec.chat_template
@@ -99,11 +105,7 @@ def run_decode_method(args, model=None, tokenizer=None, reward_model=None):
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(args.model_name, args.chat_template)
-    tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
-    prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
-    if model is None:
-        model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
-                                                    args.device_map, tokenizer)
+    model, tokenizer, prompts = policy_and_prompts(args, spec, model, tokenizer)
     add_special = not spec.chat_template
     hook, value_model = None, None
     if args.method == "static_re":
