@@ -26,14 +26,10 @@ def test_record_states_equals_a_forward_of_each_prompt_plus_answer(policy):
     states = record_states(policy, prompts, max_new_tokens=4, batch_size=2)
     assert states.rows.shape == (int(states.lengths.sum()), 32) and len(states.responses) == 3
     assert states.prompts == prompts
-    # step 0 of response 0 is o at the last prompt position of a plain forward
-    from utils.models import find_final_norm
-    kept = {}
-    handle = find_final_norm(policy.model).register_forward_hook(lambda _m, _i, o: kept.update(o=o))
+    # step 0 of response 0 is o at the last prompt position of a plain forward (transformers' last hidden state)
     with torch.no_grad():
-        policy.model(**policy.tokenizer(prompts[:1], return_tensors="pt"))
-    handle.remove()
-    torch.testing.assert_close(states.rows[0], kept["o"][0, -1].float(), atol=1e-5, rtol=1e-5)
+        out = policy.model(**policy.tokenizer(prompts[:1], return_tensors="pt"), output_hidden_states=True)
+    torch.testing.assert_close(states.rows[0], out.hidden_states[-1][0, -1].float(), atol=1e-5, rtol=1e-5)
 
 
 def test_train_then_steer_in_one_process(policy, tmp_path):
@@ -71,7 +67,7 @@ def test_readme_example_runs(tiny_llama_dir, tmp_path, capsys):
     readme = open(os.path.join(ROOT, "README.md")).read()
     code = re.search(r"## Use from Python.*?```python\n(.*?)```", readme, re.S).group(1)
     code = (code.replace('"smollm2_135M"', repr(tiny_llama_dir))
-            .replace('"runs/demo/trained_model/value_model_smollm2_135M_demo_0.001"', repr(str(tmp_path / "vm")))
+            .replace('"runs/demo/trained_model/value_model_smollm2_135M_demo_0.001_td1_vf0.1_es"', repr(str(tmp_path / "vm")))
             .replace('"results/', '"' + os.path.join(ROOT, "results") + "/")
             .replace("max_new_tokens=40", "max_new_tokens=4").replace("epochs=20", "epochs=2"))
     exec(compile(code, "README.md", "exec"), {})

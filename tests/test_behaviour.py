@@ -94,13 +94,11 @@ def test_args_with_a_positive_weight_picks_argmax_of_logit_plus_weighted_reward(
 
 @torch.no_grad()
 def state_before_last_token(model, input_ids, attention_mask, last_index):
-    """Final-norm output at the position that chose the token at `last_index` (teacher-forced, full forward)."""
-    kept = {}
-    handle = find_final_norm(model).register_forward_hook(lambda _m, _i, o: kept.update(o=o))
-    model(input_ids=input_ids[None], attention_mask=attention_mask[None],
-          position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0)[None])
-    handle.remove()
-    return kept["o"][0, last_index - 1].float()
+    """Final-norm output (transformers' last hidden state) at the position that chose the token at `last_index`
+    (teacher-forced, full forward)."""
+    out = model(input_ids=input_ids[None], attention_mask=attention_mask[None],
+                position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0)[None], output_hidden_states=True)
+    return out.hidden_states[-1][0, last_index - 1].float()
 
 
 def test_cd_prefix_keeps_the_block_with_the_highest_value(llama, tiny_tokenizer, monkeypatch):
@@ -147,19 +145,20 @@ def test_value_training_recovers_a_planted_value_function(tmp_path):
     """States walk at random, o_{t+1} = o_t + noise, and r = w . o_T: then E[r | o_t] = w . o_t at every step, the
     value function TD(0) should find. The paper's training brings the test terminal loss far below the mean
     predictor's."""
-    import json
-
     import train_value_model
     from utils.features import write_rows
     from utils.io import features_path, save_tensors
+    from utils.value_model import load_value_model
     root, gen = str(tmp_path), torch.Generator().manual_seed(0)
     truth = torch.randn(8, generator=gen)
+    data = {}
     for split, n in (("train", 400), ("test", 100)):
         lengths = torch.randint(1, 5, (n,), generator=gen)
         walks = torch.randn(n, 1, 8, generator=gen) + 0.3 * torch.randn(n, 4, 8, generator=gen).cumsum(1)
         valid = torch.arange(4).expand(n, -1) < lengths[:, None]
         rows = walks[valid]
         labels = rows[torch.cumsum(lengths, 0) - 1] @ truth
+        data[split] = rows, lengths, labels
         write_rows(features_path(root, "toy-llm", "toy", "token_wise_activations", split), rows.shape[0], 8,
                    torch.float32, [(0, rows)])
         save_tensors(torch.arange(4).expand(n, -1) < lengths[:, None], features_path(root, "toy-llm", "toy", "mask",
@@ -167,8 +166,18 @@ def test_value_training_recovers_a_planted_value_function(tmp_path):
         save_tensors(labels, features_path(root, "toy-llm", "toy", "labels", split))
     train_value_model.main(["--model_name", "toy-llm", "--dataset_name", "toy", "--lr", "0.003", "--epochs", "150",
                             "--batch_size", "50", "--hidden_dim", "64", "--device", "cpu", "--output_dir", root])
-    saved = json.load(open(os.path.join(root, "trained_model", "value_model_toy-llm_toy_0.003_ep150_bs50_h64.json")))
-    assert saved["test_terminal_loss"] < 0.1 * saved["baseline_terminal_loss"]
+    # the losses worked out here from the saved file and the planted data, not the ones training reports
+    value_model = load_value_model(os.path.join(root, "trained_model", "value_model_toy-llm_toy_0.003_ep150_bs50_h64"))
+    rows, lengths, labels = data["test"]
+    with torch.no_grad():
+        values = value_model(rows)
+    last = torch.cumsum(lengths, 0) - 1
+    terminal = ((values[last] - labels) ** 2).mean()
+    mean_predictor = ((data["train"][2].mean() - labels) ** 2).mean()
+    assert terminal < 0.1 * mean_predictor  # about 0.36 against 15.6 on this draw
+    # and at every step, not only the last: V(o_t) is close to the planted w . o_t
+    planted = rows @ truth
+    assert ((values - planted) ** 2).mean() < 0.1 * ((planted - planted.mean()) ** 2).mean()  # about 0.27 vs 15
 
 
 # ----------------------------------------------------------------------------------------------------------------------

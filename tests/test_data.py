@@ -256,12 +256,12 @@ def test_over_long_prompts_are_dropped(tmp_path, tiny_tokenizer):
                  "Tiny?"]
     path = write_jsonl(tmp_path / "q.jsonl", [{"question": q} for q in questions])
     spec = resolve_model("vicuna_7B")
-    lengths = [len(tiny_tokenizer(format_prompt([("user", q)], spec, None))["input_ids"]) for q in questions]
+    # Vicuna's prompt, written out (test_plain_format_single_turn_vicuna_and_falcon): "Human: q\nAssistant:"
+    lengths = [len(tiny_tokenizer(f"Human: {q}\nAssistant:")["input_ids"]) for q in questions]
     limit = max(lengths[0], lengths[2])
     assert lengths[1] > limit
     prompts = load_prompts(namespace(path, max_prompt_tokens=limit), "test", spec, tiny_tokenizer)
-    assert [p["conversation"] for p in prompts] == [conversation_text([("user", questions[0])]),
-                                                    conversation_text([("user", questions[2])])]
+    assert [p["conversation"] for p in prompts] == ["Human: Short one?\n\nAssistant:", "Human: Tiny?\n\nAssistant:"]
     # the limit is inclusive: a prompt of exactly max_prompt_tokens tokens is kept
     assert len(load_prompts(namespace(path, max_prompt_tokens=lengths[1]), "test", spec, tiny_tokenizer)) == 3
 

@@ -7,12 +7,11 @@ import pytest
 import measure_reward
 import metrics
 from utils.cli import UsageError
-from utils.metrics import diversity, rep_n
-from utils.rewards import load_reward_model
 
 RECORDS = [
     {"prompt": "User: How are you?\nAssistant:", "conversation": "Human: How are you?\n\nAssistant:",
-     "results": "I am great, thank you so much! What a wonderful day.\nUser: and you?", "response": "..."},
+     "results": "I am great, thank you so much! What a wonderful day.\nUser: and you? I hate awful days.",
+     "response": "..."},
     {"prompt": "User: My cat is ill.\nAssistant:", "conversation": "Human: My cat is ill.\n\nAssistant:",
      "results": "That is terrible and sad news, I am sorry.", "response": "..."},
     {"prompt": "User: Weather?\nAssistant:", "conversation": "Human: Weather?\n\nAssistant:",
@@ -36,9 +35,11 @@ def test_measure_reward_vader_cuts_at_the_next_turn(tmp_path):
     write_run(out, "run", RECORDS)
     measure_reward.main(["--out_file", "run", "--output_dir", out])
     result = read(out, "final_reward", "run")
-    vader = load_reward_model("vader")
-    expected = vader.score([""] * 3, ["I am great, thank you so much! What a wonderful day.",
-                                      RECORDS[1]["results"], RECORDS[2]["results"]], progress=False)
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # the package itself is the oracle
+    analyzer = SentimentIntensityAnalyzer()
+    expected = [analyzer.polarity_scores(text)["compound"] for text in
+                ["I am great, thank you so much! What a wonderful day.", RECORDS[1]["results"], RECORDS[2]["results"]]]
+    assert expected[0] != analyzer.polarity_scores(RECORDS[0]["results"])["compound"], "the cut changes the score"
     assert result["rewards"] == pytest.approx(expected)
     assert result["average_reward"] == pytest.approx(sum(expected) / 3)
     assert result["count"] == 3 and result["standard_error"] > 0
@@ -65,11 +66,27 @@ def test_measure_reward_with_model_reward(tmp_path, request, rm_fixture):
     write_run(out, "run", RECORDS)
     measure_reward.main(["--out_file", "run", "--reward_model", folder, "--device", "cpu", "--batch_size", "2",
                          "--output_dir", out])
-    rm = load_reward_model(folder, device="cpu")
-    texts_conv = [r["conversation"] for r in RECORDS]
     answers = ["I am great, thank you so much! What a wonderful day.", RECORDS[1]["results"], RECORDS[2]["results"]]
-    one_by_one = [rm.score([c], [a], progress=False)[0] for c, a in zip(texts_conv, answers)]
-    assert read(out, "final_reward", "run")["rewards"] == pytest.approx(one_by_one, abs=1e-5)
+    by_hand = hand_scores(folder, [f"{r['conversation']} {a}" for r, a in zip(RECORDS, answers)])
+    assert read(out, "final_reward", "run")["rewards"] == pytest.approx(by_hand, rel=1e-4, abs=1e-5)
+
+
+def hand_scores(folder, texts):
+    """The reward of each text alone, from transformers and the checkpoint's tensors, with no class of ours: the
+    classifier logit, or (UltraRM's shape) regression_head on a plain LlamaModel's last hidden state."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, LlamaModel
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    state = load_file(os.path.join(folder, "model.safetensors"))
+    with torch.no_grad():
+        if "regression_head.weight" not in state:
+            model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+            return [model(**tokenizer(t, return_tensors="pt")).logits[0, 0].item() for t in texts]
+        head = state.pop("regression_head.weight")[0]
+        body = LlamaModel(AutoConfig.from_pretrained(folder)).eval()
+        body.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        return [(body(**tokenizer(t, return_tensors="pt")).last_hidden_state[0, -1] @ head).item() for t in texts]
 
 
 def test_measure_reward_missing_run_names_stage_4(tmp_path):
@@ -117,17 +134,20 @@ def test_metrics_script_golden(tmp_path, tiny_bert_dir):
     write_run(out, "run", RECORDS)
     metrics.main(["--run_name", "run", "--output_dir", out, "--embedding_model", tiny_bert_dir])
     result = read(out, "evaluations", "run")
-    tokens = "the rain the rain the rain falls".split()
-    row = result["rows"][2]
+    row = result["rows"][2]  # "the rain the rain the rain falls": 7 tokens
     # bigrams: the-rain x3, rain-the x2, rain-falls: 6 total, 3 unique
     assert row["rep-2"] == pytest.approx(100 * (1 - 3 / 7))
-    assert row["diversity"] == pytest.approx(diversity(tokens))
+    # trigrams: the-rain-the x2, rain-the-rain x2, the-rain-falls: 5 total, 3 unique -> 100 * (1 - 3 / 6) = 50
+    assert row["rep-3"] == pytest.approx(50.0)
+    # 4-grams: the-rain-the-rain x2, rain-the-rain-the, rain-the-rain-falls: 4 total, 3 unique
+    assert row["diversity"] == pytest.approx((3 / 7) * (3 / 6) * (3 / 5))
     assert row["length"] == 7
     assert result["rows"][0]["length"] == 14, "cut before 'User:'; punctuation is its own token"
+    # row 0's 14 tokens are all distinct: (13 / 14) * (12 / 13) * (11 / 12) = 11 / 14
+    assert result["rows"][0]["diversity"] == pytest.approx(11 / 14)
     assert result["diversity"] == pytest.approx(sum(r["diversity"] for r in result["rows"]) / 3)
     assert result["rep-3"] == pytest.approx(sum(r["rep-3"] for r in result["rows"]) / 3)
     assert result["tokenizer"] in (["punkt"], ["preserve_line"])
-    assert rep_n(tokens, 3) == pytest.approx(row["rep-3"])
     assert result["coherence"] == pytest.approx(sum(r["coherence"] for r in result["rows"]) / 3)
     assert all(-1 <= r["coherence"] <= 1 for r in result["rows"])
 

@@ -6,7 +6,8 @@ from conftest import QUESTIONS, build_model
 from utils.features import SequenceData
 from utils.generation import decode_rows, generate_batch, generation_config
 from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
-from utils.rewards import VaderReward
+from utils.metrics import cut_at_next_turn
+from utils.rewards import RewardModel, VaderReward
 from utils.value_model import ValueModel
 
 PROMPTS = [f"User: {q}\nAssistant:" for q in QUESTIONS[:3]]
@@ -51,17 +52,36 @@ def test_best_of_one_equals_sampling(model, tiny_tokenizer):
     assert chosen == sampled
 
 
+def planted_score(text):
+    """A planted reward that tells almost any two texts apart: the sum of the character codes, modulo 97."""
+    return float(sum(map(ord, text)) % 97)
+
+
+class PlantedReward(RewardModel):
+    name = "planted"
+
+    def inputs(self, _conversations, generations):
+        return list(generations)
+
+    def score_batch(self, texts):
+        return [planted_score(t) for t in texts]
+
+
 def test_best_of_n_keeps_the_highest_reward(model, tiny_tokenizer):
-    vader = VaderReward()
-    torch.manual_seed(4)
+    """VADER scores a random model's text 0.0 throughout (any pick would pass): a planted reward instead, and the
+    argmax worked out here from the candidates that plain sampling draws with the same seed."""
     responses, results = plain(model, tiny_tokenizer, True, seed=4, k=4)
     torch.manual_seed(4)
-    _, chosen = best_of_n(model, tiny_tokenizer, PROMPTS, CONVERSATIONS, vader, 4, max_new_tokens=NEW)
+    _, chosen = best_of_n(model, tiny_tokenizer, PROMPTS, CONVERSATIONS, PlantedReward(batch_size=64), 4,
+                          max_new_tokens=NEW)
+    picks = []
     for i, answer in enumerate(chosen):
         candidates = results[4 * i:4 * i + 4]
-        assert answer in candidates
-        scores = vader.score([""] * 4, candidates, progress=False)
-        assert vader.score([""], [answer], progress=False)[0] == max(scores)
+        scores = [planted_score(cut_at_next_turn(c)) for c in candidates]
+        assert len(set(scores)) == 4, "no ties: the choice is determined"
+        picks.append(scores.index(max(scores)))
+        assert answer == candidates[picks[-1]]
+    assert any(p != 0 for p in picks), "the reward's choice matters somewhere (the test can fail)"
 
 
 def test_args_weight_zero_equals_greedy(model, tiny_tokenizer):

@@ -17,7 +17,6 @@ from conftest import QUESTIONS, ROOT, write_jsonl
 from utils import cli
 from utils.cli import UsageError
 from utils.data import ALIGNMENT_PROMPT
-from utils.rewards import load_reward_model
 from utils.value_model import ValueModel, load_value_model, save_value_model
 
 D = "toy"
@@ -115,20 +114,21 @@ def test_stage1_files(pipeline, tiny_llama_dir):
 
 def test_stage1_step0_features_are_the_prompt_states_in_record_order(pipeline, tiny_llama_dir):
     """Row offset i of the packed features (cumsum of the mask) holds o_0 of response i: the state at the prompt's
-    last position, as a plain forward of that prompt alone gives it."""
-    from utils.intervention import ActivationCapture
-    from utils.models import load_model_and_tokenizer, resolve_model
+    last position, as a plain forward of that prompt alone gives it (transformers' own last hidden state, the
+    input of lm_head: no hook of ours)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     m = tag(tiny_llama_dir)
     feats = load(features(pipeline, m, "token_wise_activations", "test")).float()
     mask = load(features(pipeline, m, "mask", "test"))
     records = read_json(features(pipeline, m, "response", "test"))
-    model, tokenizer = load_model_and_tokenizer(resolve_model(tiny_llama_dir), "cpu")
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     offsets = torch.cumsum(mask.sum(1), 0) - mask.sum(1)
     expected = []
-    with torch.no_grad(), ActivationCapture(model) as capture:
+    with torch.no_grad():
         for record in records:
-            model(**tokenizer(record["prompt"], return_tensors="pt"))
-            expected.append(capture.pop()[0, 0])
+            out = model(**tokenizer(record["prompt"], return_tensors="pt"), output_hidden_states=True)
+            expected.append(out.hidden_states[-1][0, -1])
     expected = torch.stack(expected)
     assert (torch.cdist(expected, expected) + torch.eye(len(records)) * 1e9).min() > 0.1, "distinct states"
     torch.testing.assert_close(feats[offsets], expected, rtol=2e-2, atol=2e-2)
@@ -209,18 +209,34 @@ def test_stage1_num_samples(tmp_path, tiny_llama_dir, qfile):
 # ----------------------------------------------------------------------------------------------------------------------
 # Stage 2
 
-def test_stage2_vader_labels(pipeline, tiny_llama_dir):
+def test_stage2_vader_labels(pipeline, tiny_llama_dir, tmp_path):
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    analyzer = SentimentIntensityAnalyzer()
     m = tag(tiny_llama_dir)
     for split in ("train", "test"):
         labels = load(features(pipeline, m, "labels", split))
         records = read_json(features(pipeline, m, "response", split))
         assert labels.dtype == torch.float32 and tuple(labels.shape) == (len(records),)
         assert (labels.abs() <= 1).all()
-        expected = load_reward_model("vader").score([r["conversation"] for r in records],
-                                                    [r["results"] for r in records], progress=False)
+        # the oracle is the vaderSentiment package itself: the compound score of each answer alone, in record order
+        expected = [analyzer.polarity_scores(r["results"])["compound"] for r in records]
         assert labels.tolist() == pytest.approx(expected, abs=1e-6)
         meta = read_json(features(pipeline, m, "labels", split).replace(".json", ".meta.json"))
         assert meta["count"] == len(records)
+    # a random model's answers carry no sentiment (every label above is 0.0): plant answers that do, in an order
+    # that a mix-up, or scoring the conversation instead of the answer, would show
+    records = read_json(features(pipeline, m, "response", "test"))
+    answers = ["This is awful and sad.", "I love it, wonderful!", "The table is brown.", "Thanks, that is good."]
+    planted = [dict(r, results=a) for r, a in zip(records, answers)]
+    out = str(tmp_path)
+    os.makedirs(os.path.join(out, "features"))
+    with open(features(out, m, "response", "test"), "w", encoding="utf-8") as f:
+        json.dump(planted, f)
+    reward_label.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--reward_model", "vader", "--mode",
+                       "test", "--batch_size", "3", "--output_dir", out])
+    labels = load(features(out, m, "labels", "test")).tolist()
+    assert labels[0] < 0 < labels[3] < labels[1] and labels[2] == 0.0
+    assert labels == pytest.approx([analyzer.polarity_scores(a)["compound"] for a in answers], abs=1e-6)
 
 
 def test_stage2_sequence_classification_rm(tmp_path, pipeline, tiny_llama_dir, tiny_seqcls_rm_dir):
@@ -234,8 +250,14 @@ def test_stage2_sequence_classification_rm(tmp_path, pipeline, tiny_llama_dir, t
                        "--mode", "test", "--device", "cpu", "--batch_size", "3", "--output_dir", out])
     labels = load(features(out, m, "labels", "test"))
     assert tuple(labels.shape) == (len(TEST_QUESTIONS),)
-    expected = load_reward_model(tiny_seqcls_rm_dir, device="cpu", batch_size=1).score(
-        [r["conversation"] for r in records], [r["results"] for r in records], progress=False)
+    # the oracle: transformers' classifier logit on "conversation answer", one text at a time (no class of ours)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_seqcls_rm_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_seqcls_rm_dir)
+    with torch.no_grad():
+        expected = [model(**tokenizer(f"{r['conversation']} {r['results']}", return_tensors="pt")).logits[0, 0].item()
+                    for r in records]
+    assert len(set(round(e, 4) for e in expected)) == len(expected), "distinct scores: the order matters"
     assert labels.tolist() == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert not os.path.exists(features(out, m, "labels", "train")), "--mode test labels only the test split"
 
@@ -271,8 +293,13 @@ def test_stage3_checkpoints_every_n_epochs(tmp_path, pipeline, tiny_llama_dir):
     assert os.path.exists(stem + "_1.safetensors") and os.path.exists(stem + "_2.safetensors")
     assert not os.path.exists(stem + "_3.safetensors"), "the last epoch is the final file, not a checkpoint"
     assert read_json(stem + "_1.json")["epoch"] == 1
-    assert load_value_model(stem).config == dict(read_json(stem + ".json"))
-    assert read_json(stem + ".json")["num_layers"] == 3 and read_json(stem + ".json")["hidden_dim"] == 8
+    final = load_value_model(stem)
+    assert final.config["epoch"] == 3 and final.config["num_layers"] == 3 and final.config["hidden_dim"] == 8
+    # the loaded network has the shape the flags asked for: 32 -> 8 -> 8 -> 1
+    assert [tuple(layer.weight.shape) for layer in final.net if isinstance(layer, torch.nn.Linear)] == [
+        (8, 32), (8, 8), (1, 8)]
+    assert not torch.equal(load_value_model(stem + "_1").net[0].weight, final.net[0].weight), \
+        "the epoch-1 checkpoint holds earlier weights than the final file"
 
 
 def test_value_models_of_other_settings_get_their_own_names(tmp_path, pipeline, tiny_llama_dir, qfile):

@@ -12,7 +12,6 @@ import get_activations_only
 import inference_intervention
 import reward_label
 import train_value_model
-from utils.intervention import PAPER_SETTINGS
 
 M, D = "smollm2_135M", "demo"
 QUESTIONS = {"train": ["How do I make a good cup of coffee?", "Why is the sky blue?",
@@ -67,8 +66,9 @@ def test_smollm2_pipeline(tmp_path):
     inference_intervention.main(llm + ["--use_intervention", "False"])
     inference_intervention.main(llm + ["--use_intervention", "True", "--value_lr", "0.001"])
     base = read_json(os.path.join(out, "response", f"{M}_{D}_base.json"))
-    step_size, num_updates = PAPER_SETTINGS[(M, D)]
-    run = f"{M}_{D}_0.001_ep2_{num_updates}_{step_size}"
+    # the demo's default, as the README states it: alpha 3.0 and n 10 (chosen on the tuning split)
+    step_size, num_updates = 3.0, 10
+    run = f"{M}_{D}_0.001_ep2_10_3.0"
     steered = read_json(os.path.join(out, "response", f"{run}.json"))
     stage1 = read_json(os.path.join(out, "features", f"{M}_{D}_response_test.json"))
     assert [r["results"] for r in base] == [r["results"] for r in stage1], "both are greedy decoding"
