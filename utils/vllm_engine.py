@@ -1,0 +1,333 @@
+"""The vLLM engine: generation, RE-Control's edit and the stage-1 capture inside vLLM, token-exact with the HF path.
+
+vLLM's model runner calls `model.compute_logits(hidden_states[logits_indices])`: one row per request per step, the
+final-norm state o_t that RE-Control edits. ReControlExtension, mixed into vLLM's worker by name
+(`LLM(worker_extension_cls=...)`), wraps that call once. The edit is utils.intervention.edit_states, the same code
+as the HF hook (ValueIntervention), in float32 (or wider); the KV cache is never touched. The capture keeps the same
+rows per request: step 0 is the state after the prompt, then one per new token (ActivationCapture's semantics).
+
+These are private runner internals (the V1 GPU/CPU model runner): vllm is pinned in requirements/vllm.txt and
+tests/test_vllm.py checks the engine against HF generate. Install: `bash scripts/setup.sh --vllm`.
+
+    engine = VllmEngine(folder, dtype="float32")
+    tokens = engine.generate(prompt_ids, max_new_tokens=40, value_model=vm, step_size=3.0, num_updates=10)
+    tokens, states = engine.capture(prompt_ids, max_new_tokens=40)
+"""
+import contextlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+from utils.cli import UsageError
+from utils.intervention import edit_states
+
+INSTALL_HINT = "--engine vllm needs the vLLM extra: bash scripts/setup.sh --vllm"
+EXTENSION = "utils.vllm_engine.ReControlExtension"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+Weights = List[Tuple[torch.Tensor, torch.Tensor]]
+Packed = Tuple[List[int], bytes]  # a float32 tensor as (shape, raw bytes): what goes through collective_rpc
+
+
+def pack(tensor: torch.Tensor) -> Packed:
+    """A tensor as plain (shape, float32 bytes): vLLM's RPC pickles its arguments, and a tensor that arrives
+    through its msgpack channel is backed by a memoryview, which does not pickle."""
+    return list(tensor.shape), tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+
+
+def unpack(packed: Packed, device: Any) -> torch.Tensor:
+    shape, data = packed
+    return torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(shape).to(device)
+
+
+def vllm_available() -> bool:
+    """True if vllm can be imported (the extra is installed); does not import it."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def require_vllm() -> None:
+    """Raise the one-line UsageError of a missing extra."""
+    if not vllm_available():
+        raise UsageError(INSTALL_HINT)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Inside vLLM's worker process
+
+class _WorkerState:
+    """The extension's state in one worker: the edit (or None) and the capture buffer (or None)."""
+
+    def __init__(self, original):
+        self.original = original
+        self.weights: Optional[Weights] = None    # float32, on the model's device
+        self.cast: Dict[torch.dtype, Tuple[Weights, torch.Tensor]] = {}  # work dtype -> (weights, gram)
+        self.step_size = 0.0
+        self.num_updates = 0
+        self.capture: Optional[Dict[str, List[torch.Tensor]]] = None  # request id -> [d] rows
+
+
+class ReControlExtension:
+    """Methods added to vLLM's worker (worker_extension_cls); the engine calls them through collective_rpc.
+
+    The first call wraps `model_runner.model.compute_logits` once. Every wrapped call sees the rows that get logits,
+    in the order of `model_runner.input_batch.req_ids` (redone at every step: a finished request's slot is refilled
+    from the end). A row of a partially prefilled prompt (chunked prefill) is edited like any other, but its token is
+    discarded by the runner, so the capture skips it.
+    """
+
+    def _recontrol(self) -> _WorkerState:
+        state = getattr(self, "_recontrol_state", None)
+        if state is not None:
+            return state
+        runner = self.model_runner
+        if not (hasattr(runner, "input_batch") and hasattr(runner, "discard_request_mask")):
+            raise RuntimeError(f"RE-Control needs vLLM's V1 model runner, not {type(runner).__name__}: "
+                               f"set VLLM_USE_V2_MODEL_RUNNER=0")
+        model = runner.model
+        state = _WorkerState(model.compute_logits)
+
+        def compute_logits(hidden_states: torch.Tensor, *args, **kwargs):
+            if state.capture is not None:
+                self._recontrol_record(state, hidden_states)
+            if state.weights is not None and state.num_updates > 0:
+                hidden_states = self._recontrol_edit(state, hidden_states)
+            return state.original(hidden_states, *args, **kwargs)
+
+        model.compute_logits = compute_logits  # an instance attribute: shadows the method for this model only
+        self._recontrol_state = state
+        return state
+
+    @staticmethod
+    @torch.no_grad()
+    def _recontrol_edit(state: _WorkerState, states: torch.Tensor) -> torch.Tensor:
+        """ValueIntervention.edit on the rows: edit_states in float32 (or the states' dtype if wider)."""
+        work_dtype = torch.promote_types(states.dtype, torch.float32)
+        if work_dtype not in state.cast:
+            weights = [(w.to(work_dtype), b.to(work_dtype)) for w, b in state.weights]
+            state.cast[work_dtype] = weights, weights[0][0] @ weights[0][0].t()
+        weights, gram = state.cast[work_dtype]
+        return edit_states(weights, states, state.step_size, state.num_updates, gram=gram)
+
+    def _recontrol_record(self, state: _WorkerState, states: torch.Tensor) -> None:
+        batch = self.model_runner.input_batch
+        num_reqs = batch.num_reqs
+        if states.shape[0] != num_reqs:
+            raise RuntimeError(f"capture: {states.shape[0]} logits rows for {num_reqs} requests "
+                               f"(speculative decoding is not supported)")
+        discard = self.model_runner.discard_request_mask.np[:num_reqs]
+        rows = states.detach().float().cpu()
+        for i, req_id in enumerate(batch.req_ids[:num_reqs]):
+            if not discard[i]:
+                state.capture.setdefault(req_id, []).append(rows[i])
+
+    def recontrol_set_edit(self, weights: List[Tuple[Packed, Packed]], step_size: float, num_updates: int) -> None:
+        """Edit every row from now on: num_updates steps of size step_size uphill on the value model whose Linear
+        layers are `weights` ([(W, b), ...] as ValueModel.linear_weights gives them, each packed by pack())."""
+        state = self._recontrol()
+        device = self.model_runner.device
+        state.weights = [(unpack(w, device), unpack(b, device)) for w, b in weights]
+        state.cast = {}
+        state.step_size = float(step_size)
+        state.num_updates = int(num_updates)
+
+    def recontrol_clear_edit(self) -> None:
+        """Stop editing."""
+        state = self._recontrol()
+        state.weights, state.cast, state.num_updates = None, {}, 0
+
+    def recontrol_start_capture(self) -> None:
+        """Keep every sampled row's state (float32, on the CPU) from now on, by request id."""
+        self._recontrol().capture = {}
+
+    def recontrol_pop_capture(self) -> Dict[str, Packed]:
+        """The captured states by vLLM's internal request id, [steps, d] each, packed by pack(); capturing stops."""
+        state = self._recontrol()
+        captured, state.capture = state.capture or {}, None
+        return {req_id: pack(torch.stack(rows)) for req_id, rows in captured.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# In the calling process
+
+def external_id(internal_id: str) -> str:
+    """vLLM's internal request id is the caller's id plus '-' and 8 random characters."""
+    return internal_id.rsplit("-", 1)[0]
+
+
+def folder_eos_ids(model_path: str, trust_remote_code: bool = False) -> List[int]:
+    """utils.generation.eos_ids for a model folder: the generation config's eos ids and the tokenizer's eos."""
+    from transformers import GenerationConfig
+
+    from utils.models import load_tokenizer
+    try:
+        config = GenerationConfig.from_pretrained(model_path)
+    except OSError:
+        from transformers import AutoConfig
+        config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path,
+                                                                              trust_remote_code=trust_remote_code))
+    ids = config.eos_token_id
+    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    eos = load_tokenizer(model_path, trust_remote_code).eos_token_id
+    if eos is not None:
+        ids.add(eos)
+    return sorted(ids)
+
+
+@dataclass
+class Captured:
+    """Stage 1 through vLLM: for each (prompt, sample) in input order, its generated tokens (eos included, if chosen)
+    and its final-norm states [len(tokens), d] float32 (step 0 = after the prompt); every step is valid."""
+    tokens: List[List[int]]
+    states: List[torch.Tensor]
+
+    def rows(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The states back to back ([sum(lengths), d]) and lengths: stage 1's features and mask.sum(1)."""
+        return torch.cat(self.states), torch.tensor([len(t) for t in self.tokens])
+
+
+class VllmEngine:
+    """vllm.LLM on a model folder with RE-Control's edit and the stage-1 capture (ReControlExtension).
+
+    dtype: vLLM's dtype ("float32" for parity with HF; "auto", "bfloat16", ...). tensor_parallel_size and
+    pipeline_parallel_size go to vLLM (multi-node through Ray: distributed_executor_backend="ray" in llm_kwargs).
+    data_parallel_size > 1 is refused: vLLM's offline LLM runs one data-parallel rank per process; launch one process
+    per rank instead. eos_token_ids: the ids that end a response (default: folder_eos_ids, as utils.generation.eos_ids
+    gives the HF path). llm_kwargs go to vllm.LLM as they are.
+    """
+
+    def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, max_model_len: Optional[int] = None,
+                 enforce_eager: bool = True, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
+                 data_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, trust_remote_code: bool = False,
+                 eos_token_ids: Optional[Sequence[int]] = None, **llm_kwargs: Any):
+        require_vllm()
+        if data_parallel_size > 1:
+            raise UsageError(f"vLLM's offline engine takes no data_parallel_size ({data_parallel_size}) in one "
+                             f"process: run one process per data-parallel rank (each with its share of the prompts)")
+        if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0").lower() in ("1", "true"):
+            raise UsageError("RE-Control in vLLM needs the V1 model runner: unset VLLM_USE_V2_MODEL_RUNNER")
+        # Set before the engine's processes start: they inherit the environment.
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"  # the extension reads the V1 runner's input_batch
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)  # utils.*
+        from vllm import LLM
+        self.model_path = model_path
+        self.seed = seed
+        self.eos_token_ids = list(eos_token_ids) if eos_token_ids is not None else folder_eos_ids(
+            model_path, trust_remote_code)
+        self.llm = LLM(model=model_path, dtype=dtype, seed=seed, max_model_len=max_model_len,
+                       enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
+                       pipeline_parallel_size=pipeline_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+                       trust_remote_code=trust_remote_code, worker_extension_cls=EXTENSION, **llm_kwargs)
+        self.rpc("recontrol_clear_edit")  # wraps compute_logits in every worker now, not in the middle of a run
+
+    def rpc(self, method: str, *args: Any) -> List[Any]:
+        """A ReControlExtension method on every worker; one result per worker."""
+        return self.llm.collective_rpc(method, args=args)
+
+    # ------------------------------------------------------------------------------------------------------ edit
+    def set_edit(self, value_model: torch.nn.Module, step_size: float, num_updates: int) -> None:
+        """RE-Control from now on: the value model's layers go to the workers as float32 tensors."""
+        weights = [(pack(w), pack(b)) for w, b in value_model.linear_weights(torch.float32, "cpu")]
+        self.rpc("recontrol_set_edit", weights, float(step_size), int(num_updates))
+
+    def clear_edit(self) -> None:
+        self.rpc("recontrol_clear_edit")
+
+    @contextlib.contextmanager
+    def edit(self, value_model: Optional[torch.nn.Module], step_size: float, num_updates: int) -> Iterator[None]:
+        """RE-Control inside the `with` (nothing if value_model is None or num_updates is 0)."""
+        if value_model is None or num_updates == 0:
+            yield
+            return
+        self.set_edit(value_model, step_size, num_updates)
+        try:
+            yield
+        finally:
+            self.clear_edit()
+
+    # ------------------------------------------------------------------------------------------------------ decoding
+    def _run(self, prompt_token_ids: Sequence[Sequence[int]], max_new_tokens: int, do_sample: bool,
+             temperature: float, top_k: int, top_p: float, num_samples: int, seed: Optional[int],
+             min_new_tokens: int = 0):
+        """One request per (prompt, sample), in that order; each sampled request has its own seed, so its tokens
+        do not depend on the batch. Returns vLLM's RequestOutputs in input order."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        seed = self.seed if seed is None else seed
+        prompts, params = [], []
+        for i, ids in enumerate(prompt_token_ids):
+            for j in range(num_samples):
+                sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                seed=seed + i * num_samples + j) if do_sample else dict(temperature=0.0)
+                prompts.append(TokensPrompt(prompt_token_ids=list(ids)))
+                params.append(SamplingParams(max_tokens=max_new_tokens, min_tokens=min_new_tokens,
+                                             stop_token_ids=self.eos_token_ids, ignore_eos=False, detokenize=False,
+                                             **sampling))
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def generate(self, prompt_token_ids: Sequence[Sequence[int]], max_new_tokens: int, do_sample: bool = False,
+                 temperature: float = 0.7, top_k: int = 50, top_p: float = 0.95, num_samples: int = 1,
+                 seed: Optional[int] = None, value_model: Optional[torch.nn.Module] = None, step_size: float = 0.0,
+                 num_updates: int = 0, min_new_tokens: int = 0) -> List[List[int]]:
+        """Generated token ids for each (prompt, sample), prompt after prompt (num_samples in a row per prompt).
+
+        Greedy unless do_sample; a response ends on one of eos_token_ids (kept, as in HF's tokens) or after
+        max_new_tokens. With a value model and num_updates > 0, every step's state is edited as RE-Control does.
+        min_new_tokens masks eos until then (HF's min_new_tokens; the benchmarks' equal work).
+        """
+        with self.edit(value_model, step_size, num_updates):
+            outputs = self._run(prompt_token_ids, max_new_tokens, do_sample, temperature, top_k, top_p, num_samples,
+                                seed, min_new_tokens)
+        return [list(out.outputs[0].token_ids) for out in outputs]
+
+    def capture(self, prompt_token_ids: Sequence[Sequence[int]], max_new_tokens: int, do_sample: bool = False,
+                temperature: float = 0.7, top_k: int = 50, top_p: float = 0.95, num_samples: int = 1,
+                seed: Optional[int] = None) -> Captured:
+        """Stage 1: generate (as generate() without an edit) and keep every step's final-norm state."""
+        self.rpc("recontrol_start_capture")
+        try:
+            outputs = self._run(prompt_token_ids, max_new_tokens, do_sample, temperature, top_k, top_p, num_samples,
+                                seed)
+        finally:
+            per_worker = self.rpc("recontrol_pop_capture")
+        # Every worker of the last pipeline stage sees the same rows (tensor parallel); the others see none.
+        captured = {external_id(k): unpack(v, "cpu") for k, v in next((c for c in per_worker if c), {}).items()}
+        tokens, states = [], []
+        for out in outputs:
+            ids = list(out.outputs[0].token_ids)
+            rows = captured.get(out.request_id)
+            if rows is None or rows.shape[0] != len(ids):
+                raise RuntimeError(f"capture: request {out.request_id} has {len(ids)} tokens but "
+                                   f"{0 if rows is None else rows.shape[0]} states")
+            tokens.append(ids)
+            states.append(rows)
+        return Captured(tokens, states)
+
+    def close(self) -> None:
+        """Stop the engine's processes (also done when the object is garbage-collected)."""
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+    def __enter__(self) -> "VllmEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pad_tokens(tokens: Sequence[Sequence[int]], pad_id: int, width: Optional[int] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [rows, width] right-padded with pad_id, valid mask): the layout of utils.generation.generate_batch's
+    tokens and mask (width: the longest response by default, as HF generate returns)."""
+    width = max((len(t) for t in tokens), default=0) if width is None else width
+    out = torch.full((len(tokens), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(tokens), width), dtype=torch.bool)
+    for i, row in enumerate(tokens):
+        n = min(len(row), width)
+        out[i, :n] = torch.tensor(row[:n], dtype=torch.long)
+        mask[i, :n] = True
+    return out, mask
