@@ -149,11 +149,28 @@ def add_reward_stage_args(parser):
     return group
 
 
+def add_engine_args(parser):
+    group = parser.add_argument_group("engine")
+    group.add_argument("--engine", type=str, default="hf", choices=["hf", "vllm"],
+                       help="generation engine: 'hf' (transformers' generate, the reference) or 'vllm' (faster; the "
+                            "same edit inside vLLM's runner; needs `bash scripts/setup.sh --vllm`)")
+    group.add_argument("--tensor_parallel_size", type=positive_int, default=1,
+                       help="vllm: GPUs that split each layer (vLLM's tensor parallelism)")
+    group.add_argument("--pipeline_parallel_size", type=positive_int, default=1,
+                       help="vllm: GPUs (or nodes, through Ray) that split the layers into stages")
+    group.add_argument("--data_parallel_size", type=positive_int, default=1,
+                       help="vllm: engine replicas that share the prompts")
+    group.add_argument("--gpu_memory_utilization", type=unit_float, default=0.9,
+                       help="vllm: fraction of each GPU's memory vLLM may take (weights + KV cache)")
+    return group
+
+
 def add_policy_stage_args(parser, batch_size, max_new_tokens):
     """The flags of every stage that generates with the policy LLM."""
     add_model_args(parser)
     add_data_args(parser)
     add_generation_args(parser, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    add_engine_args(parser)
     add_output_args(parser)
 
 

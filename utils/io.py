@@ -184,7 +184,9 @@ def require(path, stage_hint=None):
 # ----------------------------------------------------------------------------------------------------------------------
 # Run descriptions: every output says what produced it.
 
-NOT_SETTINGS = ("overwrite", "num_threads")  # flags that do not change what a stage writes
+# flags that do not change what a stage writes
+NOT_SETTINGS = ("overwrite", "num_threads", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+                "gpu_memory_utilization")
 
 
 def run_settings(args, ignore=(), **extra):

@@ -61,11 +61,15 @@ def best_of_n(model, tokenizer, prompts, conversations, reward_model, num_candid
               top_k=50, max_new_tokens=128, add_special_tokens=True):
     config = generation_config(model, tokenizer, max_new_tokens, do_sample=True, temperature=temperature,
                                top_k=top_k, top_p=top_p, num_return_sequences=num_candidates)
-    prompt_ids, tokens, mask = generate_batch(model, tokenizer, prompts, config, add_special_tokens)
-    responses, results = decode_rows(tokenizer, prompt_ids, tokens, mask)
+    responses, results = decode_rows(tokenizer, *generate_batch(model, tokenizer, prompts, config, add_special_tokens))
+    return keep_best(responses, results, conversations, reward_model, num_candidates)
+
+
+def keep_best(responses, results, conversations, reward_model, num_candidates):
+    """Of each prompt's num_candidates responses (in a row), the one the reward model scores highest."""
     scores = reward_model.score([c for c in conversations for _ in range(num_candidates)],
                                 [cut_at_next_turn(r) for r in results], progress=False)
-    best = torch.tensor(scores).view(len(prompts), num_candidates).argmax(1)
+    best = torch.tensor(scores).view(len(conversations), num_candidates).argmax(1)
     chosen = [i * num_candidates + int(b) for i, b in enumerate(best)]
     return [responses[i] for i in chosen], [results[i] for i in chosen]
 

@@ -331,3 +331,37 @@ def pad_tokens(tokens: Sequence[Sequence[int]], pad_id: int, width: Optional[int
         out[i, :n] = torch.tensor(row[:n], dtype=torch.long)
         mask[i, :n] = True
     return out, mask
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The stages' side: --engine vllm
+
+def open_engine(args: Any, spec: Any) -> VllmEngine:
+    """The policy in vLLM from a generating stage's flags. --dtype auto is what the HF path takes (float32 on CPU,
+    bfloat16 on GPU); the context holds the longest prompt kept (--max_prompt_tokens) plus --max_new_tokens."""
+    from utils.models import embedded_model_folder, resolve_device, resolve_dtype
+    require_vllm()
+    if getattr(args, "device_map", None):
+        raise UsageError("--device_map is for --engine hf; vLLM spreads a model with --tensor_parallel_size and "
+                         "--pipeline_parallel_size")
+    dtype = str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch.")
+    return VllmEngine(embedded_model_folder() if spec.embedded else spec.path, dtype=dtype, seed=args.seed,
+                      max_model_len=args.max_prompt_tokens + args.max_new_tokens,
+                      tensor_parallel_size=args.tensor_parallel_size,
+                      pipeline_parallel_size=args.pipeline_parallel_size, data_parallel_size=args.data_parallel_size,
+                      gpu_memory_utilization=args.gpu_memory_utilization, trust_remote_code=args.trust_remote_code)
+
+
+def prompt_token_ids(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool) -> List[List[int]]:
+    """The prompts' ids as utils.generation.generate_batch sees them (without its left padding)."""
+    return [tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
+
+
+def engine_decode(engine: VllmEngine, tokenizer: Any, texts: Sequence[str], add_special_tokens: bool,
+                  max_new_tokens: int, num_samples: int = 1, **generate_kwargs: Any) -> Tuple[List[str], List[str]]:
+    """(responses, results) for each (prompt, sample), as utils.generation.decode_rows gives them on the HF path."""
+    from utils.generation import decode_rows
+    ids = prompt_token_ids(tokenizer, texts, add_special_tokens)
+    tokens = engine.generate(ids, max_new_tokens, num_samples=num_samples, **generate_kwargs)
+    padded, mask = pad_tokens(tokens, tokenizer.pad_token_id)
+    return decode_rows(tokenizer, [row for row in ids for _ in range(num_samples)], padded, mask)

@@ -1,5 +1,6 @@
 """Stage 1: generate responses and keep the final-layer hidden state o_t of every decoding step (see
 get_activations_only.py for the files)."""
+import contextlib
 import os
 import time
 
@@ -10,7 +11,13 @@ from utils.features import write_rows
 from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
 from utils.intervention import ActivationCapture
 from utils.io import features_path, model_tag, run_settings, save_json, save_tensors, write_sidecar
-from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
+from utils.models import (
+    config_hidden_size,
+    hidden_size,
+    load_model_and_tokenizer,
+    load_policy_tokenizer,
+    resolve_model,
+)
 from utils.runs import BatchRun, refuse_overwrite, seed_batch, written_with
 
 
@@ -26,28 +33,50 @@ def split_written(paths, settings):
 
 
 def capture_split(args, model, tokenizer, spec, prompts, split, run_for):
-    """Generate and capture batch by batch, each batch saved as it finishes; returns (run, batches, responses)."""
+    """Generate and capture batch by batch, each batch saved as it finishes; returns (run, batches, responses).
+
+    `model` is a transformers model (ActivationCapture on its final norm) or, with --engine vllm, a VllmEngine
+    (the same rows captured inside vLLM's runner).
+    """
     k = args.num_samples
-    config = generation_config(model, tokenizer, args.max_new_tokens, do_sample=k > 1, temperature=args.temperature,
-                               top_k=args.top_k, top_p=args.top_p, num_return_sequences=k)
     add_special = not spec.chat_template
     batches = length_sorted_batches([p["prompt"] for p in prompts], tokenizer, args.batch_size, add_special)
     run = run_for(len(batches))
-    with ActivationCapture(model, dtype=getattr(torch, args.feature_dtype)) as capture:
-        for i in run.progress(f"{split}: generating"):
+    feature_dtype = getattr(torch, args.feature_dtype)
+    if args.engine == "vllm":
+        from utils.vllm_engine import pad_tokens, prompt_token_ids
+        capture = contextlib.nullcontext()
+
+        def capture_batch(i, texts):
+            ids = prompt_token_ids(tokenizer, texts, add_special)
+            captured = model.capture(ids, args.max_new_tokens, do_sample=k > 1, temperature=args.temperature,
+                                     top_k=args.top_k, top_p=args.top_p, num_samples=k,
+                                     seed=args.seed * 1_000_003 + i * args.batch_size * k)  # one per response
+            tokens, mask = pad_tokens(captured.tokens, tokenizer.pad_token_id)
+            return [row for row in ids for _ in range(k)], tokens, mask, captured.rows()[0].to(feature_dtype)
+    else:
+        config = generation_config(model, tokenizer, args.max_new_tokens, do_sample=k > 1,
+                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                   num_return_sequences=k)
+        capture = ActivationCapture(model, dtype=feature_dtype)
+
+        def capture_batch(i, texts):
             seed_batch(args.seed, i)
-            start = time.time()
-            prompt_ids, tokens, mask = generate_batch(model, tokenizer, [prompts[b]["prompt"] for b in batches[i]], config,
-                                                      add_special)
+            prompt_ids, tokens, mask = generate_batch(model, tokenizer, texts, config, add_special)
             states = capture.pop()
             assert states.shape[1] == tokens.shape[1], "one captured state per generated token"
+            return prompt_ids, tokens, mask, states[mask.to(states.device)].cpu()
+    with capture:
+        for i in run.progress(f"{split}: generating ({args.engine})"):
+            start = time.time()
+            prompt_ids, tokens, mask, features = capture_batch(i, [prompts[b]["prompt"] for b in batches[i]])
             responses, results = decode_rows(tokenizer, prompt_ids, tokens, mask)
             rows = [batches[i][j // k] * k + j % k for j in range(len(prompt_ids))]
             records = [{"prompt": prompts[batches[i][j // k]]["prompt"], "response": responses[j],
                         "results": results[j], "conversation": prompts[batches[i][j // k]]["conversation"]}
                        for j in range(len(prompt_ids))]
             run.save(i, {"rows": rows, "lengths": mask.sum(1).tolist(), "records": records,
-                         "seconds": time.time() - start}, {"features": states[mask].cpu()})
+                         "seconds": time.time() - start}, {"features": features})
     return run, batches, len(prompts) * k
 
 
@@ -94,9 +123,13 @@ def run_get_activations(args, model=None, tokenizer=None):
     spec = resolve_model(args.model_name, args.chat_template)
     tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
     prompts = {split: load_prompts(args, split, spec, tokenizer) for split in splits}
+    if model is None and args.engine == "vllm":
+        from utils.vllm_engine import open_engine
+        model = open_engine(args, spec)
     if model is None:
         model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
                                                     args.device_map, tokenizer)
+    width = config_hidden_size(spec, args.trust_remote_code) if args.engine == "vllm" else hidden_size(model)
     # ------------------------------------------------------------------------------------------------------ run + save
     for split in splits:
         paths = split_outputs(args, m, split)
@@ -105,7 +138,7 @@ def run_get_activations(args, model=None, tokenizer=None):
             lambda n: BatchRun(paths[2], settings[split], n, args.overwrite))
         if not run.merging():
             continue  # another process writes the files
-        metadata = dict(llm=args.model_name, llm_path=spec.path, hidden_size=hidden_size(model), split=split,
+        metadata = dict(llm=args.model_name, llm_path=spec.path, hidden_size=width, split=split,
                         layout="valid steps of every response, back to back; lengths = mask.sum(1)")
         masks, records, seconds = merge_split(args, run, num_rows, paths, metadata)
         write_sidecar(paths[2], args, settings[split], responses=len(records), valid_steps=int(masks.sum()),

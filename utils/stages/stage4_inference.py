@@ -8,7 +8,14 @@ from utils.features import load_sequences
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention, default_settings
 from utils.io import model_tag, response_path, run_settings
-from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
+from utils.methods import (
+    StaticIntervention,
+    args_decode,
+    best_of_n,
+    cd_prefix_decode,
+    keep_best,
+    linear_probe_direction,
+)
 from utils.models import config_hidden_size, hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.rewards import load_reward_model
 from utils.runs import refuse_overwrite
@@ -16,6 +23,7 @@ from utils.sweep import read_choice
 from utils.value_model import check_value_model, find_value_model, load_value_model
 
 METHODS = ("static_re", "best_of_n", "args", "cd_prefix")  # decode_methods.py
+VLLM_METHODS = ("best_of_n",)  # the others edit or re-rank inside HF's loop
 
 def run_name(args, m, value_tag=None):
     if args.use_intervention:
@@ -39,9 +47,13 @@ def resolve_setting(args):
 
 
 def policy_and_prompts(args, spec, model=None, tokenizer=None):
-    """The split's prompts (with the alignment prompt if --prompting) and the policy, loaded unless given."""
+    """The split's prompts (with the alignment prompt if --prompting) and the policy, loaded unless given: a
+    transformers model, or with --engine vllm a utils.vllm_engine.VllmEngine."""
     tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
     prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
+    if model is None and args.engine == "vllm":
+        from utils.vllm_engine import open_engine
+        model = open_engine(args, spec)
     if model is None:
         model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
                                                     args.device_map, tokenizer)
@@ -67,20 +79,27 @@ def run_inference_intervention(args, model=None, tokenizer=None):
         check_value_model(value_model, args.model_name, config_hidden_size(spec, args.trust_remote_code))
     model, tokenizer, prompts = policy_and_prompts(args, spec, model, tokenizer)
     # ------------------------------------------------------------------------------------------------------ run + save
-    config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
     add_special = not spec.chat_template
-    hook = None
-    if value_model is not None:
-        check_value_model(value_model, args.model_name, hidden_size(model))
-        hook = ValueIntervention(model, value_model.to(model.device), args.lr, args.epochs)
+    hook = contextlib.nullcontext()
+    if args.engine == "vllm":
+        from utils.vllm_engine import engine_decode
 
-    def decode_batch(texts, _conversations):
-        return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
-    with hook or contextlib.nullcontext():
-        answer_prompts(args, prompts, tokenizer, add_special, decode_batch,
-                       f"generating ({'RE-Control' if hook else 'base'})", out, settings,
-                       method="RE-Control" if hook else "base", step_size=args.lr if hook else None,
-                       num_updates=args.epochs if hook else None, prompting=args.prompting, split=args.split,
+        def decode_batch(texts, _conversations):
+            return engine_decode(model, tokenizer, texts, add_special, args.max_new_tokens, value_model=value_model,
+                                 step_size=args.lr, num_updates=args.epochs)
+    else:
+        config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
+        if value_model is not None:
+            check_value_model(value_model, args.model_name, hidden_size(model))
+            hook = ValueIntervention(model, value_model.to(model.device), args.lr, args.epochs)
+
+        def decode_batch(texts, _conversations):
+            return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
+    method = "RE-Control" if value_model is not None else "base"
+    with hook:
+        answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({method}, {args.engine})",
+                       out, settings, method=method, step_size=args.lr if value_model else None,
+                       num_updates=args.epochs if value_model else None, prompting=args.prompting, split=args.split,
                        value_model=value_model.config if value_model else None)
     return name
 
@@ -95,6 +114,10 @@ def method_run_name(args, m, value_tag=None):
 def run_decode_method(args, model=None, tokenizer=None, reward_model=None):
     """A comparison method on parsed flags, with the policy (and Best-of-N's or ARGS's reward model) already loaded
     if given; returns the run's name."""
+    if args.engine == "vllm" and args.method not in VLLM_METHODS:
+        raise UsageError(f"--method {args.method} works inside HF's decoding loop (a hook or a per-token choice); "
+                         f"run it with --engine hf (vLLM runs {', '.join(VLLM_METHODS)} here, and base, Prompting "
+                         f"and RE-Control in inference_intervention.py)")
     m = model_tag(args.model_name)
     stem, value_tag = None, None
     if args.method == "cd_prefix":
@@ -122,6 +145,12 @@ def run_decode_method(args, model=None, tokenizer=None, reward_model=None):
             print(f"note: ARGS scores text: each prefix is re-tokenized by {args.reward_model}'s tokenizer")
     # ------------------------------------------------------------------------------------------------------ run + save
     def decode_batch(texts, conversations):
+        if args.engine == "vllm":  # Best-of-N: the candidates from vLLM, the choice as on the HF path
+            from utils.vllm_engine import engine_decode
+            candidates = engine_decode(model, tokenizer, texts, add_special, args.max_new_tokens,
+                                       args.num_candidates, do_sample=True, temperature=args.temperature, top_k=50,
+                                       top_p=args.top_p)
+            return keep_best(*candidates, conversations, reward_model, args.num_candidates)
         if args.method == "static_re":
             config = generation_config(model, tokenizer, args.max_new_tokens)
             return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
