@@ -44,6 +44,7 @@ from utils.rewards import load_reward_model
 from utils.runs import written_with
 from utils.sweep import RULES, choose, describe, grid_table, paper_score, plot_grid
 from utils.value_model import check_value_model, find_value_model, load_value_model
+from utils.vllm_engine import engine_decode, open_engine
 
 
 def parse_args(argv=None):
@@ -104,6 +105,8 @@ def scored(root, run, settings):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup(args)
+    if args.engine == "vllm" and args.method == "static_re":
+        raise cli.UsageError("Static RE adds its vector through a hook in HF's generate: sweep it with --engine hf")
     m = model_tag(args.model_name)
     prefix = f"{m}_{args.dataset_name}_{args.split}"
     name = args.name or f"{m}_{args.dataset_name}_sweep" + ("_static_re" if args.method == "static_re" else "")
@@ -139,22 +142,31 @@ def main(argv=None):
         if done:
             print(f"{run}: already scored, skipped")
             return done
-        if model is None:
+        if model is None and args.engine == "vllm":
+            model = open_engine(args, spec)
+        elif model is None:
             model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
                                                         args.device_map, tokenizer)
             if value_model is not None:
                 check_value_model(value_model, args.model_name, hidden_size(model))
                 value_model.to(model.device)
-        config = generation_config(model, tokenizer, args.max_new_tokens)
-        if cell is None:
-            hook, method = contextlib.nullcontext(), "base"
-        elif "strength" in cell:
-            hook, method = StaticIntervention(model, direction, cell["strength"]), "static_re"
-        else:
-            hook, method = ValueIntervention(model, value_model, cell["step_size"], cell["num_updates"]), "RE-Control"
+        method = "base" if cell is None else "static_re" if "strength" in cell else "RE-Control"
+        hook = contextlib.nullcontext()
+        if args.engine == "vllm":
+            edit = dict(value_model=value_model, step_size=cell["step_size"], num_updates=cell["num_updates"]) if (
+                method == "RE-Control") else {}
 
-        def decode_batch(texts, _conversations):
-            return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
+            def decode_batch(texts, _conversations):
+                return engine_decode(model, tokenizer, texts, add_special, args.max_new_tokens, **edit)
+        else:
+            if method == "static_re":
+                hook = StaticIntervention(model, direction, cell["strength"])
+            elif method == "RE-Control":
+                hook = ValueIntervention(model, value_model, cell["step_size"], cell["num_updates"])
+            config = generation_config(model, tokenizer, args.max_new_tokens)
+
+            def decode_batch(texts, _conversations):
+                return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
         out = response_path(args.output_dir, run)
         with hook:
             records = answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"{run}", out, settings,
