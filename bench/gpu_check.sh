@@ -2,6 +2,8 @@
 # RE-Control overhead on a random Llama-3-8B-shaped model in bf16 on a CUDA GPU: see bench/gpu_check.py.
 #   bash bench/gpu_check.sh            # GPU -> bench/gpu_results.json, bench/gpu_results.md
 #   bash bench/gpu_check.sh --tiny     # CPU smoke test -> bench/gpu_results_tiny.json, .md
+# With the vLLM extra in .venv (bash scripts/setup.sh --vllm on the GPU machine) it also times vLLM against HF and
+# RE-Control inside vLLM (vllm_over_hf_throughput, recontrol_over_plain_time_vllm); --skip_vllm leaves them out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=python3

