@@ -1,5 +1,6 @@
 """The vLLM engine against the HF path, in float32 on a tiny random Llama: RE-Control tokens, the stage-1 capture and
 a value model trained on each capture. One engine start for the module; skipped without the vLLM extra."""
+import json
 import os
 import sys
 
@@ -150,3 +151,112 @@ def test_sampling_is_seeded_per_request(setup):
     assert engine.generate(prompt_ids[:3], MAX_NEW, **dict(kwargs, seed=8)) != first
     # independent of the batch, although the batch of 3 prompts is prefilled in chunks (the 16-token budget)
     assert engine.generate(prompt_ids[:1], MAX_NEW, **kwargs) == first[:2]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The stages with --engine vllm: the same files as with --engine hf (the module's engine passed in: one start)
+
+def stage_args(parse_args, engine, out, qfile, *extra):
+    return parse_args(["--model_name", engine.model_path, "--dataset_name", "toy", "--data_file", qfile,
+                       "--device", "cpu", "--max_new_tokens", str(MAX_NEW), "--batch_size", "3", "--output_dir",
+                       out, *extra])
+
+
+@pytest.fixture(scope="module")
+def qfile(tmp_path_factory):
+    from conftest import write_jsonl
+    folder = tmp_path_factory.mktemp("questions")
+    for split in ("train", "test"):
+        write_jsonl(folder / f"q_{split}.jsonl", [{"question": p} for p in PROMPTS])
+    return str(folder / "q_{split}.jsonl")
+
+
+def test_stage1_through_vllm_writes_the_files_hf_writes(setup, qfile, tmp_path):
+    import get_activations_only
+    from utils.stages.stage1_activations import run_get_activations
+    model, tokenizer, _, engine = setup
+    written = {}
+    for engine_name, policy in (("hf", model), ("vllm", engine)):
+        out = str(tmp_path / engine_name)
+        args = stage_args(get_activations_only.parse_args, engine, out, qfile, "--splits", "train",
+                          "--feature_dtype", "float32", "--engine", engine_name)
+        run_get_activations(args, policy, tokenizer)
+        written[engine_name] = out
+    tag = os.path.basename(engine.model_path)
+    hf, vl = (os.path.join(written[e], "features", f"{tag}_toy_") for e in ("hf", "vllm"))
+    from safetensors.torch import load_file
+    hf_features = load_file(hf + "token_wise_activations_train.safetensors")["features"]
+    vllm_features = load_file(vl + "token_wise_activations_train.safetensors")["features"]
+    assert hf_features.shape == vllm_features.shape and hf_features.shape[0] > len(PROMPTS)
+    assert torch.allclose(hf_features, vllm_features, atol=1e-4, rtol=0)
+    masks = [torch.load(p + "mask_train.pth", weights_only=True) for p in (hf, vl)]
+    assert torch.equal(*masks) and len(set(masks[0].sum(1).tolist())) > 1  # responses end at different steps
+    records = []
+    for p in (hf, vl):
+        with open(p + "response_train.json") as f:
+            records.append(json.load(f))
+    assert records[0] == records[1]
+
+
+def test_stage4_re_control_through_vllm_answers_as_hf(setup, qfile, tmp_path):
+    import inference_intervention
+    from utils.stages.stage4_inference import run_inference_intervention
+    from utils.value_model import save_value_model
+    model, tokenizer, _, engine = setup
+    stem = str(tmp_path / "vm")
+    save_value_model(value_model(), stem, llm=engine.model_path)
+    answers = {}
+    for engine_name, policy in (("hf", model), ("vllm", engine)):
+        out = str(tmp_path / engine_name)
+        args = stage_args(inference_intervention.parse_args, engine, out, qfile, "--use_intervention", "True",
+                          "--value_model", stem, "--lr", "0.5", "--epochs", str(NUM_UPDATES), "--engine", engine_name)
+        name = run_inference_intervention(args, policy, tokenizer)
+        with open(os.path.join(out, "response", f"{name}.json")) as f:
+            answers[engine_name] = json.load(f)
+        with open(os.path.join(out, "response", f"{name}.meta.json")) as f:
+            assert json.load(f)["args"]["engine"] == engine_name
+    assert answers["hf"] == answers["vllm"]
+    assert len({r["results"] for r in answers["vllm"]}) > 1
+
+
+def test_best_of_n_through_vllm_keeps_the_highest_reward(setup, qfile, tmp_path):
+    from test_methods import PlantedReward, planted_score
+
+    import decode_methods
+    from utils.metrics import cut_at_next_turn
+    from utils.stages.stage4_inference import run_decode_method
+    from utils.vllm_engine import engine_decode
+    _, tokenizer, _, engine = setup
+    args = stage_args(decode_methods.parse_args, engine, str(tmp_path), qfile, "--method", "best_of_n",
+                      "--num_candidates", "3", "--engine", "vllm", "--batch_size", "1", "--limit", "4")
+    name = run_decode_method(args, engine, tokenizer, PlantedReward(batch_size=16))
+    with open(tmp_path / "response" / f"{name}.json") as f:
+        chosen = json.load(f)
+    picks = []
+    for record in chosen:  # one prompt per batch: the engine's seeds are those of a call with this prompt alone
+        _, candidates = engine_decode(engine, tokenizer, [record["prompt"]], True, MAX_NEW, 3, do_sample=True,
+                                      temperature=0.7, top_k=50, top_p=0.95)
+        scores = [planted_score(cut_at_next_turn(c)) for c in candidates]
+        picks.append(scores.index(max(scores)))
+        assert record["results"] == candidates[picks[-1]]
+    assert len({r["results"] for r in chosen}) > 1
+
+
+def test_engine_vllm_without_the_extra_is_one_line_and_writes_nothing(tmp_path, monkeypatch, tiny_llama_dir):
+    import get_activations_only
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    write = tmp_path / "q_{split}.jsonl"
+    from conftest import write_jsonl
+    write_jsonl(tmp_path / "q_train.jsonl", [{"question": p} for p in PROMPTS])
+    with pytest.raises(UsageError, match="^--engine vllm needs the vLLM extra: bash scripts/setup.sh --vllm$"):
+        get_activations_only.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--data_file", str(write),
+                                   "--splits", "train", "--engine", "vllm", "--output_dir", str(tmp_path / "out")])
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("method", ["args", "cd_prefix", "static_re"])
+def test_methods_that_need_hf_loop_refuse_vllm(tmp_path, method):
+    import decode_methods
+    with pytest.raises(UsageError, match=f"^--method {method} works inside HF's decoding loop.*--engine hf"):
+        decode_methods.main(["--method", method, "--engine", "vllm", "--output_dir", str(tmp_path)])
+    assert os.listdir(tmp_path) == []
