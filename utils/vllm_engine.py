@@ -245,7 +245,8 @@ class VllmEngine:
         require_vllm()
         if data_parallel_size > 1:
             raise UsageError(f"vLLM's offline engine takes no data_parallel_size ({data_parallel_size}) in one "
-                             f"process: run one process per data-parallel rank (each with its share of the prompts)")
+                             f"process: run one engine per rank with `accelerate launch --num_processes "
+                             f"{data_parallel_size} SCRIPT --engine vllm ...` (the stages share their batches)")
         if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0").lower() in ("1", "true"):
             raise UsageError("RE-Control in vLLM needs the V1 model runner: unset VLLM_USE_V2_MODEL_RUNNER")
         # Set before the engine's processes start: they inherit the environment.
@@ -386,6 +387,12 @@ def open_engine(args: Any, spec: Any) -> VllmEngine:
         raise UsageError("--device_map is for --engine hf; vLLM spreads a model with --tensor_parallel_size and "
                          "--pipeline_parallel_size")
     dtype = str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch.")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ and torch.version.cuda:
+        # accelerate launch: one engine per process on its own GPUs (vLLM's processes inherit the variable)
+        per_rank = args.tensor_parallel_size * args.pipeline_parallel_size
+        first = int(os.environ["LOCAL_RANK"]) * per_rank
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count()))))
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[first:first + per_rank])
     return VllmEngine(embedded_model_folder() if spec.embedded else spec.path, dtype=dtype, seed=args.seed,
                       max_model_len=args.max_prompt_tokens + args.max_new_tokens,
                       tensor_parallel_size=args.tensor_parallel_size,
