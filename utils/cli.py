@@ -160,8 +160,9 @@ def add_engine_args(parser):
                        help="vllm: GPUs (or nodes, through Ray) that split the layers into stages")
     group.add_argument("--data_parallel_size", type=positive_int, default=1,
                        help="vllm: engine replicas that share the prompts")
-    group.add_argument("--gpu_memory_utilization", type=unit_float, default=0.9,
-                       help="vllm: fraction of each GPU's memory vLLM may take (weights + KV cache)")
+    group.add_argument("--gpu_memory_utilization", type=unit_float, default=None,
+                       help="vllm: fraction of each GPU's memory vLLM may take (weights + KV cache); default 0.9 on "
+                            "GPU, and on CPU (where it is a share of the machine's RAM) half of what is free")
     return group
 
 

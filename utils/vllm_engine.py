@@ -397,7 +397,20 @@ def open_engine(args: Any, spec: Any) -> VllmEngine:
                       max_model_len=args.max_prompt_tokens + args.max_new_tokens,
                       tensor_parallel_size=args.tensor_parallel_size,
                       pipeline_parallel_size=args.pipeline_parallel_size, data_parallel_size=args.data_parallel_size,
-                      gpu_memory_utilization=args.gpu_memory_utilization, trust_remote_code=args.trust_remote_code)
+                      gpu_memory_utilization=memory_share(args.gpu_memory_utilization),
+                      trust_remote_code=args.trust_remote_code)
+
+
+def memory_share(requested: Optional[float]) -> float:
+    """--gpu_memory_utilization: as given; else vLLM's 0.9 on GPU, and on CPU, where vLLM reserves that share of the
+    machine's RAM and refuses to start if less is free, half of the share that is free now."""
+    if requested is not None:
+        return requested
+    if torch.cuda.is_available():
+        return 0.9
+    import psutil  # a dependency of vllm
+    memory = psutil.virtual_memory()
+    return round(min(0.9, 0.5 * memory.available / memory.total), 3)
 
 
 def prompt_token_ids(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool) -> List[List[int]]:
