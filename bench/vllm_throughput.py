@@ -61,6 +61,8 @@ def parse_args():
     parser.add_argument("--repeats", type=int, default=3, help="counted rounds; the median is reported")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads here, and cores 0..threads-1 for vLLM's worker")
+    parser.add_argument("--enforce_eager", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                        help="vLLM without torch.compile (True) or with it (False: inductor's C++ kernels on CPU)")
     parser.add_argument("--out", default=None,
                         help="output stem (default bench/vllm_throughput, with _{N}threads for --threads N > 1)")
     args = parser.parse_args()
@@ -95,7 +97,7 @@ def main():
     step_size, num_updates = default_settings("smollm2_135M", "demo")
 
     start = time.perf_counter()
-    engine = VllmEngine(embedded_model_folder(), dtype="float32", seed=0, max_model_len=1024, enforce_eager=True,
+    engine = VllmEngine(embedded_model_folder(), dtype="float32", seed=0, max_model_len=1024, enforce_eager=args.enforce_eager,
                         max_num_seqs=args.batch_size)
     startup = time.perf_counter() - start
     print(f"vLLM engine started in {startup:.1f} s; {len(prompts)} prompts of {min(lengths)}-{max(lengths)} tokens, "
@@ -160,7 +162,7 @@ def main():
         f"- RE-Control: step size {step_size}, {num_updates} updates (the demo's), ValueModel({d}, {d}, 2) random "
         "(seed 0); in vLLM the same utils.intervention.edit_states on the rows that get logits",
         f"- timing: median of {args.repeats} rounds, variants interleaved ({', '.join(variants)}), one uncounted "
-        f"warm-up round; vLLM: enforce_eager, max_num_seqs {args.batch_size}, worker bound to core(s) "
+        f"warm-up round; vLLM: {'enforce_eager' if args.enforce_eager else 'torch.compile'}, max_num_seqs {args.batch_size}, worker bound to core(s) "
         f"{os.environ['VLLM_CPU_OMP_THREADS_BIND']} (its scheduler runs in another process)",
         "- same_responses_*: one unforced pass (eos ends a response), responses token-identical between the engines; "
         "the RE-Control pass uses the random value model above, not a trained one",
