@@ -75,3 +75,44 @@ def test_demo_names_its_runs_after_the_value_model_stage_3_writes():
     value_lr, flags, value_tag = out.stdout.splitlines()
     args = vars(train_value_model.parse_args(["--lr", value_lr, *flags.split()]))
     assert value_tag == value_lr + value_model_variant(args, "smollm2_135M", "demo") == "0.001_td1_vf0.1_es"
+
+
+def test_demo_ood_dry_run_steers_the_ood_prompts_with_the_demos_value_model(tmp_path):
+    """scripts/demo_ood.sh: base, RE-Control and RE-Control + Prompting on dataset/demo_ood.jsonl with the demo's value
+    model and alpha, n, scored by stages 5-6, named as stage 4 names them; no judge unless one is configured."""
+    import subprocess
+
+    import inference_intervention
+    from utils.stages.stage4_inference import run_name
+    from utils.value_model import find_value_model
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "JUDGE_BASE_URL")}
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
+                         text=True, timeout=60, env=dict(env, OUT=str(tmp_path / "ood"), DEMO="d"))
+    assert out.returncode == 0, out.stderr
+    commands = [shlex.split(line) for line in out.stdout.splitlines()]
+    assert [c[1] for c in commands] == ["inference_intervention.py"] * 3 + ["measure_reward.py"] * 3 + \
+        ["metrics.py"] * 3 + ["make_table.py"]
+    flags = [dict(zip(c[2::2], c[3::2])) for c in commands]
+    assert all(f.get("--dataset_name", "demo_ood") == "demo_ood" and f["--output_dir"] == str(tmp_path / "ood")
+               for f in flags)
+    value_model = "d/trained_model/value_model_smollm2_135M_demo_0.001_td1_vf0.1_es.safetensors"
+    assert [f["--use_intervention"] for f in flags[:3]] == ["False", "True", "True"]
+    assert flags[1]["--value_model"] == flags[2]["--value_model"] == value_model
+    assert flags[2]["--prompting"] == "True" and all(f["--split"] == "ood" for f in flags[:3])
+    assert flags[1]["--settings_from"] == "results/smollm2_135M_demo_sweep.json"
+    # the runs stages 5-6 score are the ones stage 4 writes (alpha 3, n 10 as the committed sweep chose)
+    names = []
+    for c in commands[:3]:
+        args = inference_intervention.parse_args(c[2:])
+        args.lr, args.epochs = (3.0, 10) if args.use_intervention else (args.lr, args.epochs)
+        _, tag = find_value_model("x", "smollm2_135M", "demo_ood", args.value_lr, args.value_model)
+        names.append(run_name(args, "smollm2_135M", tag))
+    assert [f["--out_file"] for f in flags[3:6]] == names
+    assert [f["--run_name"] for f in flags[6:9]] == names
+    assert flags[4]["--baseline"] == names[0] == "smollm2_135M_demo_ood_base"
+    assert not os.path.exists(tmp_path / "ood"), "a dry run writes nothing"
+    judged = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
+                            text=True, timeout=60, env=dict(env, JUDGE_BASE_URL="http://127.0.0.1:1/v1"))
+    judges = [shlex.split(line) for line in judged.stdout.splitlines() if "gpt4_eval.py" in line]
+    assert [dict(zip(c[2::2], c[3::2]))["--run_name_red"] for c in judges] == names[1:]
+    assert all(dict(zip(c[2::2], c[3::2]))["--run_name_blue"] == names[0] for c in judges)
