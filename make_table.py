@@ -93,7 +93,7 @@ def gather(root, prefix, base_name, runs=None):
     return rows
 
 
-def notes(rows):
+def notes(rows, dataset_name=None):
     lines = []
     if not any(r["win rate %"] is not None for r in rows):
         lines.append("Win rate: the judge was skipped (set OPENAI_API_KEY or pass --base_url to gpt4_eval.py).")
@@ -104,6 +104,9 @@ def notes(rows):
                          f"'{sweep.get('split', '?')}' split ({sweep.get('num_prompts', '?')} prompts), not on the "
                          f"prompts of this table: {r['settings from']}.")
         vm = r["value model"]
+        if vm and vm.get("dataset") and dataset_name and vm["dataset"] != dataset_name:
+            lines.append(f"{r['method']}: the value model was trained on {vm['dataset']}'s prompts and is applied "
+                         f"here to {dataset_name}'s: out of distribution.")
         if vm and "test_loss" in vm:
             split = (vm.get("settings") or {}).get("eval_split", "test")
             lines.append(f"{r['method']}: value model {vm['num_layers']} layers x {vm['hidden_dim']}, loss on the "
@@ -161,7 +164,7 @@ def main(argv=None):
     base_name = args.base or prefix + "base"
     # ------------------------------------------------------------------------------------------------------ load
     rows = gather(args.output_dir, prefix, base_name)
-    judge_note = notes(rows)
+    judge_note = notes(rows, args.dataset_name)
     # ------------------------------------------------------------------------------------------------------ save
     stem = output_stem(args.output_dir, "results", f"{prefix}table")
     write_table(rows, stem, judge_note)

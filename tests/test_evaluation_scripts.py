@@ -182,3 +182,14 @@ def test_make_table_gathers_every_stage(tmp_path, tiny_bert_dir):
     table = open(os.path.join(out, "results", "m_d_table.md")).read()
     assert "judge was skipped" in table and "loss on the test split 0.5000" in table
     assert os.path.getsize(os.path.join(out, "results", "m_d_rewards.png")) > 1000
+
+
+def test_make_table_says_when_the_value_model_comes_from_another_data_set():
+    """Out of distribution (the demo's value model on demo_ood, HH-RLHF's on HarmfulQA): the table says so."""
+    import make_table
+    row = {"method": "RE-Control (α=3.0, n=10)", "win rate %": None, "settings from": None,
+           "value model": {"dataset": "demo", "num_layers": 2, "hidden_dim": 8, "test_loss": 0.5}}
+    note = make_table.notes([row], "demo_ood")
+    assert "trained on demo's prompts and is applied here to demo_ood's: out of distribution" in note
+    assert "out of distribution" not in make_table.notes([row], "demo")
+    assert "out of distribution" not in make_table.notes([dict(row, **{"value model": None})], "demo_ood")

@@ -75,3 +75,89 @@ def test_demo_names_its_runs_after_the_value_model_stage_3_writes():
     value_lr, flags, value_tag = out.stdout.splitlines()
     args = vars(train_value_model.parse_args(["--lr", value_lr, *flags.split()]))
     assert value_tag == value_lr + value_model_variant(args, "smollm2_135M", "demo") == "0.001_td1_vf0.1_es"
+
+
+def test_demo_ood_dry_run_steers_the_ood_prompts_with_the_demos_value_model(tmp_path):
+    """scripts/demo_ood.sh: base, RE-Control and RE-Control + Prompting on dataset/demo_ood.jsonl with the demo's value
+    model and alpha, n, scored by stages 5-6, named as stage 4 names them; no judge unless one is configured."""
+    import subprocess
+
+    import inference_intervention
+    from utils.stages.stage4_inference import run_name
+    from utils.value_model import find_value_model
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "JUDGE_BASE_URL")}
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
+                         text=True, timeout=60, env=dict(env, OUT=str(tmp_path / "ood"), DEMO="d"))
+    assert out.returncode == 0, out.stderr
+    commands = [shlex.split(line) for line in out.stdout.splitlines()]
+    assert [c[1] for c in commands] == ["inference_intervention.py"] * 3 + ["measure_reward.py"] * 3 + \
+        ["metrics.py"] * 3 + ["make_table.py"]
+    flags = [dict(zip(c[2::2], c[3::2])) for c in commands]
+    assert all(f.get("--dataset_name", "demo_ood") == "demo_ood" and f["--output_dir"] == str(tmp_path / "ood")
+               for f in flags)
+    value_model = "d/trained_model/value_model_smollm2_135M_demo_0.001_td1_vf0.1_es.safetensors"
+    assert [f["--use_intervention"] for f in flags[:3]] == ["False", "True", "True"]
+    assert flags[1]["--value_model"] == flags[2]["--value_model"] == value_model
+    assert flags[2]["--prompting"] == "True" and all(f["--split"] == "ood" for f in flags[:3])
+    assert flags[1]["--settings_from"] == "results/smollm2_135M_demo_sweep.json"
+    # the runs stages 5-6 score are the ones stage 4 writes (alpha 3, n 10 as the committed sweep chose)
+    names = []
+    for c in commands[:3]:
+        args = inference_intervention.parse_args(c[2:])
+        args.lr, args.epochs = (3.0, 10) if args.use_intervention else (args.lr, args.epochs)
+        _, tag = find_value_model("x", "smollm2_135M", "demo_ood", args.value_lr, args.value_model)
+        names.append(run_name(args, "smollm2_135M", tag))
+    assert [f["--out_file"] for f in flags[3:6]] == names
+    assert [f["--run_name"] for f in flags[6:9]] == names
+    assert flags[4]["--baseline"] == names[0] == "smollm2_135M_demo_ood_base"
+    assert not os.path.exists(tmp_path / "ood"), "a dry run writes nothing"
+    judged = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
+                            text=True, timeout=60, env=dict(env, JUDGE_BASE_URL="http://127.0.0.1:1/v1"))
+    judges = [shlex.split(line) for line in judged.stdout.splitlines() if "gpt4_eval.py" in line]
+    assert [dict(zip(c[2::2], c[3::2]))["--run_name_red"] for c in judges] == names[1:]
+    assert all(dict(zip(c[2::2], c[3::2]))["--run_name_blue"] == names[0] for c in judges)
+
+
+@pytest.mark.parametrize("name,trained", [("vicuna_7B_harmfulqa", "vicuna_7B_hh_rlhf"),
+                                          ("falcon_7B_harmfulqa", "falcon_7B_hh_rlhf")])
+def test_harmfulqa_recipe_applies_the_hh_rlhf_value_model_and_judges_against_base(name, trained, capsys):
+    """The paper's out-of-distribution run: the HH-RLHF recipe's stages 1-3, then base, RE-Control and RE-Control +
+    Prompting on HarmfulQA with the HH-RLHF value model at HH-RLHF's alpha and n, stages 5-6, each steered run judged
+    against base (--judge True), and the table; the run names are the ones stage 4 writes."""
+    import inference_intervention
+    from utils.io import value_model_stem
+    from utils.recipes import main
+    from utils.stages.stage4_inference import run_name
+    from utils.value_model import find_value_model
+    recipe, hh = load(name), load(trained)
+    main(recipe.SETTING, recipe.__doc__, ["--dry_run", "True", "--python", "python", "--output_dir", "out",
+                                          "--judge", "True"])
+    lines = [line.split(". ", 1)[1] for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    commands = [shlex.split(line) for line in lines]
+    from utils.recipes import commands as hh_commands
+    assert commands[:4] == hh_commands(hh.SETTING, "python", "out")[:4], "the HH-RLHF recipe's stages 1-3"
+    assert all(os.path.exists(c[1]) for c in commands)
+    scripts = [os.path.basename(c[1]) for c in commands[4:]]
+    assert scripts == ["inference_intervention.py"] * 3 + ["measure_reward.py"] * 3 + ["metrics.py"] * 3 + \
+        ["gpt4_eval.py"] * 2 + ["make_table.py"]
+    flags = [dict(zip(c[2::2], c[3::2])) for c in commands[4:]]
+    assert all(f.get("--dataset_name", "harmfulqa") == "harmfulqa" and f["--output_dir"] == "out" for f in flags)
+    t = hh.SETTING
+    stem = value_model_stem("out", t.model_name, "hh_rlhf", t.value_lr)
+    for steer in flags[1:3]:
+        assert steer["--value_model"] == stem + ".safetensors" and steer["--use_intervention"] == "True"
+        assert (steer["--lr"], steer["--epochs"]) == (str(t.step_size), str(t.num_updates))
+    assert flags[2]["--prompting"] == "True" and flags[0]["--use_intervention"] == "False"
+    assert all(f["--reward_model"] == t.reward_model for f in flags[3:6])
+    names = []
+    for c in commands[4:7]:
+        args = inference_intervention.parse_args(c[2:])
+        _, tag = find_value_model("out", t.model_name, "harmfulqa", args.value_lr, args.value_model)
+        names.append(run_name(args, t.model_name, tag))
+    assert [f["--out_file"] for f in flags[3:6]] == names and [f["--run_name"] for f in flags[6:9]] == names
+    assert names[1] == f"{t.model_name}_harmfulqa_value_model_{t.model_name}_hh_rlhf_{t.value_lr}_" \
+                       f"{t.num_updates}_{t.step_size}"
+    assert [(f["--run_name_red"], f["--run_name_blue"]) for f in flags[9:11]] == [(n, names[0]) for n in names[1:]]
+    from utils.cli import UsageError
+    with pytest.raises(UsageError, match="against the base"):
+        main(recipe.SETTING, recipe.__doc__, ["--dry_run", "True", "--prefer_file", "p.json"])

@@ -99,7 +99,8 @@ def add_model_args(parser, default_model="smollm2_135M"):
 def add_data_args(parser, default_dataset="demo"):
     group = parser.add_argument_group("data")
     group.add_argument("--dataset_name", type=str, default=default_dataset,
-                       help="hh_rlhf, shp (loaded with datasets.load_dataset) or demo (shipped in dataset/)")
+                       help="hh_rlhf, shp, harmfulqa (loaded with datasets.load_dataset; harmfulqa is a test set "
+                            "whose one split answers every split name), demo or demo_ood (shipped in dataset/)")
     group.add_argument("--data_file", type=str, default=None,
                        help="local JSON or JSON-lines file to read prompts from instead of the named data set "
                             "(HH-RLHF 'chosen' dialogues, SHP 'history', or 'prompt'/'question' fields)")

@@ -1,13 +1,20 @@
-"""Datasets and prompt formatting: HH-RLHF and SHP through datasets.load_dataset, local files, the shipped demo set."""
+"""Datasets and prompt formatting: HH-RLHF, SHP and HarmfulQA through datasets.load_dataset, local files, the shipped
+demo sets."""
 import json
 import os
 import re
 
 from utils.cli import UsageError
 
-DATASET_HUB_IDS = {"hh_rlhf": "Anthropic/hh-rlhf", "shp": "stanfordnlp/SHP"}
+DATASET_HUB_IDS = {"hh_rlhf": "Anthropic/hh-rlhf", "shp": "stanfordnlp/SHP", "harmfulqa": "declare-lab/HarmfulQA"}
+# Test-only data sets (the paper's out-of-distribution prompts): they have one split, and every split name a stage asks
+# for (test, train, ood, ...) reads it. HarmfulQA's 1,960 questions are its one 'train' split on the hub.
+SINGLE_SPLIT = {"harmfulqa": "train"}
 DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dataset")
-DATASET_NAMES = ("hh_rlhf", "shp", "demo")
+# demo_ood: the demo's out-of-distribution prompts (instructions and tasks, some adversarial), dataset/demo_ood.jsonl,
+# whatever the split name; `--dataset_name demo --split ood` reads the same file
+DEMO_SINGLE_FILE = {"demo_ood": "demo_ood.jsonl"}
+DATASET_NAMES = ("hh_rlhf", "shp", "harmfulqa", "demo", "demo_ood")
 
 # "RE-Control + Prompting" (paper, Table 1)
 ALIGNMENT_PROMPT = ("A question from a curious user and an answer from an artificial intelligence assistant. "
@@ -105,16 +112,19 @@ def load_records(dataset_name, split, data_file=None, dataset_path=None):
         return read_records_file(data_file.replace("{split}", split))
     if dataset_name == "demo":
         return read_records_file(os.path.join(DEMO_DIR, f"demo_{split}.jsonl"))
+    if dataset_name in DEMO_SINGLE_FILE:
+        return read_records_file(os.path.join(DEMO_DIR, DEMO_SINGLE_FILE[dataset_name]))
     if dataset_name not in DATASET_HUB_IDS:
         raise UsageError(f"unknown dataset {dataset_name!r}; use one of {', '.join(DATASET_NAMES)} "
                          f"or pass --data_file")
     import datasets
     source = dataset_path or DATASET_HUB_IDS[dataset_name]
+    hub_split = SINGLE_SPLIT.get(dataset_name, split)
     try:
-        rows = datasets.load_dataset(source, split=split)
+        rows = datasets.load_dataset(source, split=hub_split)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"cannot load {source!r} split {split!r} with datasets.load_dataset ({first}); "
+        raise UsageError(f"cannot load {source!r} split {hub_split!r} with datasets.load_dataset ({first}); "
                          f"pass --dataset_path to a local copy or --data_file")
     records = [dict(row) for row in rows]
     if dataset_name == "shp":  # SHP has one row per pair of comments: keep each post once

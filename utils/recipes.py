@@ -4,7 +4,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from utils import cli
 
@@ -67,7 +67,67 @@ def commands(setting: Setting, python: str = "python", output_dir: str = ".", ju
     return [[python, os.path.join(ROOT, line[0]), *line[1:]] for line in lines]
 
 
-def main(setting: Setting, doc: str, argv: Optional[List[str]] = None) -> None:
+@dataclass
+class OodSetting:
+    """The paper's out-of-distribution experiment: the value model that another setting's recipe trains, applied to a
+    test-only data set's prompts (HH-RLHF's value model on HarmfulQA). The paper reports only the judge's win rate
+    against the base model's answers there, because the reward model is not reliable out of distribution."""
+    trained: Setting         # the setting whose value model is reused, at its alpha and n
+    dataset_name: str        # the out-of-distribution prompts
+    reproduces: str
+
+    @property
+    def model_name(self) -> str:
+        return self.trained.model_name
+
+
+def ood_value_model(setting: OodSetting, output_dir: str = ".") -> str:
+    """The trained setting's value model, under the name its recipe's stage 3 writes (utils.io.value_model_stem)."""
+    t = setting.trained
+    return os.path.join(output_dir, "trained_model", f"value_model_{t.model_name}_{t.dataset_name}_{t.value_lr}.safetensors")
+
+
+def ood_run_names(setting: OodSetting) -> List[str]:
+    """Base, RE-Control and RE-Control + Prompting, as stage 4 names them: a value model of another data set is named
+    by its file name (utils.value_model.value_model_tag)."""
+    t, stem = setting.trained, f"{setting.model_name}_{setting.dataset_name}"
+    re_control = f"{stem}_value_model_{t.model_name}_{t.dataset_name}_{t.value_lr}_{t.num_updates}_{t.step_size}"
+    return [f"{stem}_base", re_control, re_control + "_prompting"]
+
+
+def ood_commands(setting: OodSetting, python: str = "python", output_dir: str = ".", judge: bool = False,
+                 prefer_file: Optional[str] = None) -> List[List[str]]:
+    """The trained setting's stages 1-3 (skip them with --from_step 5 where its recipe already ran in output_dir),
+    then stages 4-7 on the out-of-distribution prompts, each run judged against base, and the table."""
+    if prefer_file:
+        raise cli.UsageError("an out-of-distribution run is judged against the base model's answers (the paper): "
+                             "drop --prefer_file")
+    t = setting.trained
+    common = ["--model_name", setting.model_name, "--dataset_name", setting.dataset_name, "--output_dir", output_dir]
+    reward = ["--reward_model", t.reward_model]
+    steer = ["--use_intervention", "True", "--value_model", ood_value_model(setting, output_dir), "--value_lr",
+             str(t.value_lr), "--lr", str(t.step_size), "--epochs", str(t.num_updates)]
+    tokens = ["--max_new_tokens", str(t.max_new_tokens)]
+    base, re_control, re_prompting = ood_run_names(setting)
+    lines = [
+        ["inference_intervention.py", *common, "--use_intervention", "False", *tokens],
+        ["inference_intervention.py", *common, *steer, *tokens],
+        ["inference_intervention.py", *common, *steer, *tokens, "--prompting", "True"],
+        ["measure_reward.py", *common, *reward, "--out_file", base],
+    ]
+    for run in (re_control, re_prompting):
+        lines.append(["measure_reward.py", *common, *reward, "--out_file", run, "--baseline", base])
+    for run in (base, re_control, re_prompting):
+        lines.append(["metrics.py", "--output_dir", output_dir, "--run_name", run])
+    if judge:
+        for run in (re_control, re_prompting):
+            lines.append(["gpt4_eval.py", "--output_dir", output_dir, "--run_name_red", run, "--run_name_blue", base])
+    lines.append(["make_table.py", *common])
+    trained = commands(t, python, output_dir)[:4]  # stage 1, stage 2 (train, test), stage 3
+    return trained + [[python, os.path.join(ROOT, line[0]), *line[1:]] for line in lines]
+
+
+def main(setting: Union[Setting, "OodSetting"], doc: str, argv: Optional[List[str]] = None) -> None:
     """A recipe's command line: print the stage commands (--dry_run True) or run them, stopping at the first error."""
     parser = cli.make_parser(doc)
     parser.add_argument("--dry_run", type=cli.str2bool, default=False,
@@ -82,7 +142,8 @@ def main(setting: Setting, doc: str, argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--from_step", type=cli.positive_int, default=1,
                         help="start at this step (the numbers the recipe prints), e.g. after fixing a failed one")
     args = parser.parse_args(argv)
-    lines = commands(setting, args.python, args.output_dir, args.judge, args.prefer_file)
+    build = ood_commands if isinstance(setting, OodSetting) else commands
+    lines = build(setting, args.python, args.output_dir, args.judge, args.prefer_file)
     print(f"# {setting.model_name} / {setting.dataset_name}: reproduces {setting.reproduces}")
     for number, line in enumerate(lines, 1):
         print(f"{number:2d}. {shlex.join(line)}")
