@@ -131,8 +131,10 @@ def training_costs(args, m, value_stem):
     value_parameters = stage3.get("num_parameters") or sum(
         p.numel() for p in load_value_model(value_stem).parameters())
     parts = [stage1.get("seconds"), stage3.get("seconds")]
+    unrecorded = [name for name, meta in (("stage 1", stage1), ("stage 3", stage3)) if not meta.get("peak_rss_mb")]
     re_control = {"method": "RE-Control", "what is trained": (
-        f"value model on stage-1 rollouts (stage 1: {fmt(parts[0])} s, stage 3: {fmt(parts[1])} s)"),
+        f"value model on stage-1 rollouts (stage 1: {fmt(parts[0])} s, stage 3: {fmt(parts[1])} s"
+        + (f"; peak memory of {' and '.join(unrecorded)} not recorded" if unrecorded else "") + ")"),
         "training wall time (s)": sum(parts) if None not in parts else None,
         "peak memory (MB)": max((v for v in (stage1.get("peak_rss_mb"), stage3.get("peak_rss_mb")) if v),
                                 default=None),
@@ -143,11 +145,14 @@ def training_costs(args, m, value_stem):
             continue
         meta = read_json_or_none(adapter_meta_path(adapter)) or {}
         name = f"{meta.get('method_name', os.path.basename(adapter))} (LoRA)"
-        data = (f"{meta.get('pairs')} pairs from {meta.get('pairs_from')}" if meta.get("method") == "dpo" else
-                f"{meta.get('prompts')} prompts x {meta.get('args', {}).get('num_generations')} samples")
+        settings = meta.get("args", {})
+        seen = (meta.get("steps") or 0) * (settings.get("batch_size") or 0)
+        data = (f"{min(seen, meta.get('pairs') or 0)} of {meta.get('pairs')} pairs from {meta.get('pairs_from')}"
+                if meta.get("method") == "dpo" else f"{min(seen, meta.get('prompts') or 0)} of {meta.get('prompts')} "
+                f"prompts x {settings.get('num_generations')} samples")
         rows.append({"method": name, "what is trained": (
-            f"LoRA r={meta.get('args', {}).get('lora_r')}, {meta.get('steps')} steps of "
-            f"{meta.get('args', {}).get('batch_size')} prompts ({data})"),
+            f"LoRA r={settings.get('lora_r')}, {meta.get('steps')} steps of {settings.get('batch_size')} prompts "
+            f"({data})"),
             "training wall time (s)": meta.get("train_seconds"), "peak memory (MB)": meta.get("peak_rss_mb"),
             "trained parameters": meta.get("trainable_parameters")})
         if adapter == args.dpo_adapter:
