@@ -47,15 +47,22 @@ COMPARISON_METHODS = {"static_re": "Static RE", "best_of_n": "Best-of-N", "args"
 
 
 def method_name(meta):
+    """The row's name; a fine-tuned policy's (stage 4 with --adapter) is '{method} (LoRA)', its RE-Control row
+    '{method} (LoRA) + RE-Control (...)'."""
     if not meta:
         return "?"
+    adapter = meta.get("adapter")
+    tuned = f"{adapter.get('method_name') or os.path.basename(adapter['path'])} (LoRA)" if adapter else None
     if meta.get("method") in COMPARISON_METHODS:
-        return COMPARISON_METHODS[meta["method"]] + (" + Prompting" if meta.get("prompting") else "")
+        name = COMPARISON_METHODS[meta["method"]] + (" + Prompting" if meta.get("prompting") else "")
+        return f"{tuned} + {name}" if tuned else name
     name = "RE-Control" if meta.get("method") == "RE-Control" else "Base"
     if meta.get("prompting"):
         name = "Prompting" if name == "Base" else name + " + Prompting"
     if meta.get("step_size") is not None:
         name += f" (α={meta['step_size']}, n={meta['num_updates']})"
+    if tuned:
+        name = tuned if name == "Base" else f"{tuned} + {name}"
     return name
 
 

@@ -20,6 +20,9 @@ def parse_args(argv=None):
     parser.add_argument("--dataset_name", type=str, default="demo", help="data set name used in stage 1")
     parser.add_argument("--mode", type=str, default="train",
                         help="which split to label: train, test, or any other split stage 1 wrote (e.g. tune)")
+    parser.add_argument("--adapter", type=str, default=None,
+                        help="the LoRA adapter folder stage 1 ran with (--adapter there): names the files as stage 1 "
+                             "did ({m}_{d}_{adapter tag}_...)")
     cli.add_reward_stage_args(parser)
     return parser.parse_args(argv)
 

@@ -29,6 +29,7 @@ from utils.io import (
     atomic_path,
     load_reward_record,
     model_tag,
+    named_dataset,
     output_path,
     output_stem,
     read_json_or_none,
@@ -42,8 +43,9 @@ from utils.metrics import SIMCSE_MODEL, cut_at_next_turn, load_encoder, reward_r
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.rewards import load_reward_model
 from utils.runs import written_with
+from utils.stages.stage4_inference import find_policy_value_model
 from utils.sweep import RULES, choose, describe, grid_table, paper_score, plot_grid
-from utils.value_model import check_value_model, find_value_model, load_value_model
+from utils.value_model import check_value_model, load_value_model
 from utils.vllm_engine import engine_decode, open_engine
 
 
@@ -107,19 +109,19 @@ def main(argv=None):
     cli.setup(args)
     if args.engine == "vllm" and args.method == "static_re":
         raise cli.UsageError("Static RE adds its vector through a hook in HF's generate: sweep it with --engine hf")
-    m = model_tag(args.model_name)
-    prefix = f"{m}_{args.dataset_name}_{args.split}"
-    name = args.name or f"{m}_{args.dataset_name}_sweep" + ("_static_re" if args.method == "static_re" else "")
+    m, d = model_tag(args.model_name), named_dataset(args)
+    prefix = f"{m}_{d}_{args.split}"
+    name = args.name or f"{m}_{d}_sweep" + ("_static_re" if args.method == "static_re" else "")
     stem = output_stem(args.output_dir, "results", name)
     vm_path, value_tag = None, None
     if args.method == "re_control":
-        vm_path, value_tag = find_value_model(args.output_dir, m, args.dataset_name, args.value_lr, args.value_model)
+        vm_path, value_tag = find_policy_value_model(args, m)
     plan = cell_plan(args, prefix, value_tag)
     # what a cell's answers and scores depend on (not where they are written: a copied base run is reused)
     generation = run_settings(args, ignore=("output_dir", "step_sizes", "num_updates", "strengths", "rule", "min_diversity_ratio",
                                             "min_coherence_ratio", "name", "method", "value_lr", "value_model"))
     # ------------------------------------------------------------------------------------------------------ load
-    spec = resolve_model(args.model_name, args.chat_template)
+    spec = resolve_model(args.model_name, args.chat_template, args.adapter)
     tokenizer = load_policy_tokenizer(spec, args.trust_remote_code)
     prompts = load_prompts(args, args.split, spec, tokenizer)
     value_model, direction = None, None
@@ -127,7 +129,7 @@ def main(argv=None):
         value_model = load_value_model(vm_path)
         check_value_model(value_model, args.model_name, None)
     else:
-        direction = linear_probe_direction(load_sequences(args.output_dir, m, args.dataset_name, "train"))
+        direction = linear_probe_direction(load_sequences(args.output_dir, m, d, "train"))
     model = None
     reward_model = load_reward_model(args.reward_model, args.device, "auto", args.reward_batch_size,
                                      args.trust_remote_code)

@@ -31,6 +31,9 @@ def parse_args(argv=None):
     parser = cli.make_parser(__doc__)
     parser.add_argument("--model_name", type=str, default="smollm2_135M", help="the LLM whose features are used")
     parser.add_argument("--dataset_name", type=str, default="demo", help="data set name used in stages 1-2")
+    parser.add_argument("--adapter", type=str, default=None,
+                        help="the LoRA adapter folder stage 1 ran with (--adapter there): names the files as stage 1 "
+                             "did ({m}_{d}_{adapter tag}_...)")
     parser.add_argument("--lr", type=cli.positive_float, default=1e-4, help="Adam learning rate (names the file)")
     parser.add_argument("--epochs", type=cli.positive_int, default=100, help="training epochs")
     parser.add_argument("--batch_size", type=cli.positive_int, default=512, help="sequences per batch")

@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = ["get_activations_only", "reward_label", "train_value_model", "inference_intervention", "measure_reward",
-           "metrics", "gpt4_eval", "make_table", "decode_methods", "compare_methods", "sweep"]
+           "metrics", "gpt4_eval", "make_table", "decode_methods", "compare_methods", "sweep", "finetune_baseline"]
 
 
 def parser_of(module):

@@ -40,10 +40,12 @@ class Policy:
 
 
 def load_policy(model_name: str = "smollm2_135M", device: str = "auto", dtype: str = "auto",
-                chat_template: Optional[bool] = None, trust_remote_code: bool = False) -> Policy:
+                chat_template: Optional[bool] = None, trust_remote_code: bool = False,
+                adapter: Optional[str] = None) -> Policy:
     """The policy LLM in eval mode: a paper name (vicuna_7B, falcon_7B, llama3_8B), the embedded smollm2_135M, a hub
-    id or a local folder. A model already in memory: Policy(model, tokenizer, utils.models.resolve_model(name))."""
-    spec = resolve_model(model_name, chat_template)
+    id or a local folder; `adapter`: a LoRA adapter folder (finetune_baseline.py) merged into its weights. A model
+    already in memory: Policy(model, tokenizer, utils.models.resolve_model(name))."""
+    spec = resolve_model(model_name, chat_template, adapter)
     model, tokenizer = load_model_and_tokenizer(spec, device, dtype, trust_remote_code)
     return Policy(model, tokenizer, spec)
 

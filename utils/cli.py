@@ -93,6 +93,9 @@ def add_model_args(parser, default_model="smollm2_135M"):
     group.add_argument("--chat_template", type=str2bool, default=None,
                        help="format prompts with the tokenizer's chat template instead of the paper's "
                             "'User: ...\\nAssistant:' text (default: the model registry's choice)")
+    group.add_argument("--adapter", type=str, default=None,
+                       help="a LoRA adapter folder (finetune_baseline.py, peft) merged into the policy's weights: "
+                            "the fine-tuned model; its name is added after the data set name in every output name")
     return group
 
 

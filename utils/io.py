@@ -23,6 +23,34 @@ def model_tag(model_name):
     return model_name.replace("/", "--")
 
 
+def adapter_tag(adapter, m=None, d=None):
+    """What a fine-tuned policy (--adapter FOLDER) adds to output names: the folder's base name, without the
+    '{m}_{d}_' that finetune_baseline.py puts in front (trained_model/smollm2_135M_demo_dpo_lora -> 'dpo_lora')."""
+    name = os.path.basename(os.path.normpath(adapter))
+    if m and d and name.startswith(f"{m}_{d}_") and len(name) > len(f"{m}_{d}_"):
+        name = name[len(f"{m}_{d}_"):]
+    return name
+
+
+def named_dataset(args):
+    """The data-set part of a stage's output names: {d}, or {d}_{adapter tag} for a fine-tuned policy, so that its
+    features, value models and runs never take the base model's names (stage 4: {m}_{d}_{tag}_base, ...)."""
+    adapter = getattr(args, "adapter", None)
+    if not adapter:
+        return args.dataset_name
+    return f"{args.dataset_name}_{adapter_tag(adapter, model_tag(args.model_name), args.dataset_name)}"
+
+
+def adapter_path(root, m, d, method):
+    """finetune_baseline.py's LoRA adapter folder (peft save_pretrained)."""
+    return os.path.join(root, "trained_model", f"{m}_{d}_{method}_lora")
+
+
+def adapter_meta_path(adapter):
+    """The description beside an adapter folder: trained_model/X_lora -> trained_model/X_lora.meta.json."""
+    return os.path.normpath(adapter) + ".meta.json"
+
+
 def features_path(root, m, d, kind, split):
     """kind: token_wise_activations | mask | response | labels (features: safetensors; the original wrote .pth)."""
     ext = {"token_wise_activations": "safetensors", "mask": "pth", "response": "json", "labels": "json"}[kind]
@@ -189,9 +217,14 @@ NOT_SETTINGS = ("overwrite", "num_threads", "tensor_parallel_size", "pipeline_pa
                 "gpu_memory_utilization")
 
 
+# flags added later, left out while unset: runs without them keep the settings (and resume) as before
+OMITTED_WHEN_UNSET = ("adapter",)
+
+
 def run_settings(args, ignore=(), **extra):
     """The flags that determine a stage's outputs, as they round-trip through JSON."""
-    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS and k not in ignore}
+    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS and k not in ignore
+                and not (k in OMITTED_WHEN_UNSET and v is None)}
     settings.update(extra)
     return json.loads(json.dumps(settings, sort_keys=True))
 
@@ -208,6 +241,16 @@ def describe_run(args, settings=None, **extra):
     }
     info.update(extra)
     return info
+
+
+def peak_memory_mb():
+    """This process's peak memory so far, in MB: the resident-set high-water mark (ru_maxrss: model loading
+    included), and on a GPU the allocator's peak as well."""
+    import resource
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KB on Linux
+    if torch.cuda.is_available():
+        peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return peak
 
 
 def write_sidecar(path, args, settings=None, **extra):

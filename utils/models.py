@@ -17,6 +17,7 @@ class ModelSpec:
     begin: str           # the user-turn prefix of the paper's prompt format
     chat_template: bool  # format prompts with the tokenizer's chat template instead
     embedded: bool = False
+    adapter: str | None = None  # a peft (LoRA) adapter folder merged into the weights at load time
 
 
 MODEL_REGISTRY = {
@@ -27,15 +28,33 @@ MODEL_REGISTRY = {
 }
 
 
-def resolve_model(model_name, chat_template=None):
-    """A registry name, else a hub id or folder with the paper's 'User: ' format."""
+def resolve_model(model_name, chat_template=None, adapter=None):
+    """A registry name, else a hub id or folder with the paper's 'User: ' format; `adapter`: a LoRA adapter folder
+    (finetune_baseline.py) merged into the weights when the model is loaded."""
     if model_name not in MODEL_REGISTRY and not os.path.isdir(model_name) and "/" not in model_name:
         raise UsageError(f"unknown model {model_name!r}: use one of {', '.join(MODEL_REGISTRY)}, "
                          f"a hub id such as 'org/name', or a local model folder")
     spec = MODEL_REGISTRY.get(model_name) or ModelSpec(model_name, model_name, "User: ", False)
     if chat_template is not None:
         spec = ModelSpec(spec.name, spec.path, spec.begin, chat_template, spec.embedded)
+    if adapter:
+        check_adapter(adapter, model_name)
+        spec = ModelSpec(spec.name, spec.path, spec.begin, spec.chat_template, spec.embedded, adapter)
     return spec
+
+
+def check_adapter(adapter, model_name):
+    """Refuse a folder that is not a peft adapter, or one that finetune_baseline.py trained on another LLM."""
+    from utils.io import adapter_meta_path, read_json_or_none
+    if not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
+        raise UsageError(f"--adapter {adapter}: no adapter_config.json there; pass a folder written by "
+                         f"finetune_baseline.py (or any peft save_pretrained)")
+    # finetune_baseline.py's description beside the folder; an adapter from elsewhere has none (peft checks shapes)
+    trained_on = ((read_json_or_none(adapter_meta_path(adapter)) or {}).get("settings") or {}).get(
+        "model_name")
+    if trained_on and trained_on != model_name:
+        raise UsageError(f"--adapter {adapter} was trained on {trained_on}, not {model_name}; pass "
+                         f"--model_name {trained_on}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -139,11 +158,25 @@ def load_model_and_tokenizer(spec, device="auto", dtype="auto", trust_remote_cod
                                                      device_map=device_map)
     except (OSError, ValueError) as err:
         raise cannot_load(spec, err)
+    if spec.adapter:
+        model = merge_adapter(model, spec.adapter)
     if device_map is None:
         model.to(device)
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def merge_adapter(model, adapter):
+    """The LoRA adapter added into the weights (W + B A scale): an ordinary transformers model again, so the hooks on
+    its final norm (RE-Control, stage 1's capture) work as on the base model."""
+    from peft import PeftModel
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"cannot load the adapter {adapter} onto this model ({first}); pass the --model_name it "
+                         f"was trained on")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

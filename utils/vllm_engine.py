@@ -382,6 +382,8 @@ def open_engine(args: Any, spec: Any) -> VllmEngine:
     """The policy in vLLM from a generating stage's flags. --dtype auto is what the HF path takes (float32 on CPU,
     bfloat16 on GPU); the context holds the longest prompt kept (--max_prompt_tokens) plus --max_new_tokens."""
     from utils.models import embedded_model_folder, resolve_device, resolve_dtype
+    if getattr(args, "adapter", None):
+        raise UsageError("--adapter (a LoRA fine-tuned policy) runs with --engine hf only; drop --engine vllm")
     require_vllm()
     if getattr(args, "device_map", None):
         raise UsageError("--device_map is for --engine hf; vLLM spreads a model with --tensor_parallel_size and "

@@ -8,6 +8,7 @@
     run_measure_reward(args, reward_model=None)                   stage 5   measure_reward.py
     run_metrics(args, encoder=None)                               stage 6   metrics.py
     run_gpt4_eval(args, client=None)                              stage 7   gpt4_eval.py
+    run_finetune_baseline(args, model=None, tokenizer=None)       LoRA DPO / RLOO baselines: finetune_baseline.py
 
 A model passed in is used as it is (compare_methods.py and sweep.py load each model once per process); otherwise
 the function loads it from the flags. Each returns what names its output (a run name or a path).

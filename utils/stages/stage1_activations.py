@@ -10,7 +10,16 @@ from utils.data import load_prompts
 from utils.features import write_rows
 from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
 from utils.intervention import ActivationCapture
-from utils.io import features_path, model_tag, run_settings, save_json, save_tensors, write_sidecar
+from utils.io import (
+    features_path,
+    model_tag,
+    named_dataset,
+    peak_memory_mb,
+    run_settings,
+    save_json,
+    save_tensors,
+    write_sidecar,
+)
 from utils.models import (
     config_hidden_size,
     hidden_size,
@@ -23,7 +32,7 @@ from utils.runs import BatchRun, refuse_overwrite, seed_batch, written_with
 
 def split_outputs(args, m, split):
     """(features, mask, responses) paths of a split; the responses' .meta.json describes all three."""
-    return [features_path(args.output_dir, m, args.dataset_name, kind, split)
+    return [features_path(args.output_dir, m, named_dataset(args), kind, split)
             for kind in ("token_wise_activations", "mask", "response")]
 
 
@@ -120,7 +129,7 @@ def run_get_activations(args, model=None, tokenizer=None):
     if not splits:
         return [split_outputs(args, m, split)[0] for split in finished]
     # ------------------------------------------------------------------------------------------------------ load
-    spec = resolve_model(args.model_name, args.chat_template)
+    spec = resolve_model(args.model_name, args.chat_template, args.adapter)
     tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
     prompts = {split: load_prompts(args, split, spec, tokenizer) for split in splits}
     if model is None and args.engine == "vllm":
@@ -138,11 +147,12 @@ def run_get_activations(args, model=None, tokenizer=None):
             lambda n: BatchRun(paths[2], settings[split], n, args.overwrite))
         if not run.merging():
             continue  # another process writes the files
-        metadata = dict(llm=args.model_name, llm_path=spec.path, hidden_size=width, split=split,
+        metadata = dict(llm=args.model_name, llm_path=spec.path, **({"adapter": args.adapter} if args.adapter else {}),
+                        hidden_size=width, split=split,
                         layout="valid steps of every response, back to back; lengths = mask.sum(1)")
         masks, records, seconds = merge_split(args, run, num_rows, paths, metadata)
         write_sidecar(paths[2], args, settings[split], responses=len(records), valid_steps=int(masks.sum()),
-                      seconds=round(seconds, 2), **metadata)
+                      seconds=round(seconds, 2), **peak_memory_mb(), **metadata)
         run.finish()
         print(f"{split}: {len(records)} responses, {int(masks.sum())} valid steps, {seconds:.1f} s of generation "
               f"-> {paths[0]}")

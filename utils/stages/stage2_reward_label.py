@@ -2,19 +2,19 @@
 import torch
 
 from utils.cli import UsageError
-from utils.io import features_path, load_records, model_tag, run_settings, save_tensors, write_sidecar
+from utils.io import features_path, load_records, model_tag, named_dataset, run_settings, save_tensors, write_sidecar
 from utils.rewards import load_reward_model
 from utils.runs import BatchRun, refuse_overwrite
 
 
 def run_reward_label(args, reward_model=None):
     """Stage 2 on parsed flags; returns the labels path (None in a process that does not write it)."""
-    m = model_tag(args.model_name)
-    out = features_path(args.output_dir, m, args.dataset_name, "labels", args.mode)
+    m, d = model_tag(args.model_name), named_dataset(args)
+    out = features_path(args.output_dir, m, d, "labels", args.mode)
     settings = run_settings(args)
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    records = load_records(features_path(args.output_dir, m, args.dataset_name, "response", args.mode),
+    records = load_records(features_path(args.output_dir, m, d, "response", args.mode),
                         stage_hint="get_activations_only.py")
     reward_model = reward_model or load_reward_model(args.reward_model, args.device, args.dtype, args.batch_size,
                                                      args.trust_remote_code)

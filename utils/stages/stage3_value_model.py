@@ -1,5 +1,6 @@
 """Stage 3: train the value model on the stage-1 features and stage-2 labels (see train_value_model.py)."""
 import csv
+import time
 
 from tqdm.auto import tqdm
 
@@ -10,7 +11,9 @@ from utils.io import (
     features_path,
     load_json,
     model_tag,
+    named_dataset,
     new_figure,
+    peak_memory_mb,
     run_settings,
     save_figure,
     value_model_stem,
@@ -40,22 +43,23 @@ def plot_losses(rows, path, baseline, split="test"):
 
 def run_train_value_model(args):
     """Stage 3 on parsed flags; returns the value model's path without extension."""
+    start = time.time()
     device = resolve_device(args.device)
-    m = model_tag(args.model_name)
+    m, d = model_tag(args.model_name), named_dataset(args)
     default_layers, default_hidden = default_shape(args.model_name, args.dataset_name)
     args.num_layers = default_layers if args.num_layers is None else args.num_layers
     args.hidden_dim = default_hidden if args.hidden_dim is None else args.hidden_dim
     variant = value_model_variant(vars(args), args.model_name, args.dataset_name)
-    stem = args.value_model or value_model_stem(args.output_dir, m, args.dataset_name, args.lr, variant)
+    stem = args.value_model or value_model_stem(args.output_dir, m, d, args.lr, variant)
     stem = stem.removesuffix(".safetensors")
     settings = run_settings(args)
     refuse_overwrite(stem + ".safetensors", settings, args.overwrite, description=stem + ".json")
     # ------------------------------------------------------------------------------------------------------ load
-    train = load_sequences(args.output_dir, m, args.dataset_name, "train")
-    test = load_sequences(args.output_dir, m, args.dataset_name, args.eval_split)
+    train = load_sequences(args.output_dir, m, d, "train")
+    test = load_sequences(args.output_dir, m, d, args.eval_split)
     validation = None
     if args.val_fraction:
-        records = load_json(features_path(args.output_dir, m, args.dataset_name, "response", "train"),
+        records = load_json(features_path(args.output_dir, m, d, "response", "train"),
                             "get_activations_only.py")
         if len(records) != len(train):
             raise UsageError(f"{len(records)} training responses for {len(train)} feature sequences; re-run "
@@ -70,7 +74,8 @@ def run_train_value_model(args):
             f"reward on {args.eval_split}: {baseline:.4f}")
     # ------------------------------------------------------------------------------------------------------ train
     description = dict(llm=args.model_name, dataset=args.dataset_name, lr=args.lr, num_train=len(train),
-                       baseline_terminal_loss=baseline, settings=settings)
+                       baseline_terminal_loss=baseline, settings=settings,
+                       **({"adapter": args.adapter} if args.adapter else {}))
 
     def on_epoch(epoch, current, row):
         tqdm.write(f"epoch {epoch:4d}  train loss {row['train_loss']:.5f}  {args.eval_split} loss "
@@ -84,7 +89,9 @@ def run_train_value_model(args):
     # ------------------------------------------------------------------------------------------------------ save
     save_value_model(result.model, stem, epoch=kept["epoch"], test_loss=kept["test_loss"],
                      test_terminal_loss=kept["test_terminal"], test_mc_error=kept["test_mc"],
-                     val_mc_error=kept.get("val_mc"), **description)
+                     val_mc_error=kept.get("val_mc"), seconds=round(time.time() - start, 2),
+                     num_parameters=sum(p.numel() for p in result.model.parameters()), **peak_memory_mb(),
+                     **description)
     with atomic_path(stem + "_log.csv") as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

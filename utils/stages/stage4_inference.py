@@ -1,13 +1,15 @@
 """Stage 4: answer a split with the policy, with RE-Control's edit (inference_intervention.py) or with a comparison
 method (decode_methods.py)."""
 import contextlib
+import glob
+import os
 
 from utils.cli import UsageError
 from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.features import load_sequences
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention, default_settings
-from utils.io import model_tag, response_path, run_settings
+from utils.io import model_tag, named_dataset, response_path, run_settings, value_model_stem
 from utils.methods import (
     StaticIntervention,
     args_decode,
@@ -26,11 +28,28 @@ METHODS = ("static_re", "best_of_n", "args", "cd_prefix")  # decode_methods.py
 VLLM_METHODS = ("best_of_n",)  # the others edit or re-rank inside HF's loop
 
 def run_name(args, m, value_tag=None):
+    """{m}_{d}_base, {m}_{d}_prompting, {m}_{d}_{value tag}_{n}_{alpha}[_prompting]; with --adapter, {d} is
+    {d}_{adapter tag} (utils.io.named_dataset), so a fine-tuned policy's runs never take the base model's names."""
+    d = named_dataset(args)
     if args.use_intervention:
-        name = f"{m}_{args.dataset_name}_{value_tag or args.value_lr}_{args.epochs}_{args.lr}"
+        name = f"{m}_{d}_{value_tag or args.value_lr}_{args.epochs}_{args.lr}"
     else:
-        name = f"{m}_{args.dataset_name}_base" if not args.prompting else f"{m}_{args.dataset_name}"
+        name = f"{m}_{d}_base" if not args.prompting else f"{m}_{d}"
     return name + ("_prompting" if args.prompting else "")
+
+
+def find_policy_value_model(args, m):
+    """(stem, tag) of RE-Control's value model. With --adapter: one trained on the fine-tuned policy's states
+    (stages 1-3 with the same --adapter), or the base model's reused by --value_model PATH (its file name then
+    names the run)."""
+    d = named_dataset(args)
+    stem, tag = find_value_model(args.output_dir, m, d, args.value_lr, args.value_model)
+    if args.adapter and not args.value_model and not glob.glob(glob.escape(stem) + ".*"):
+        base = value_model_stem(args.output_dir, m, args.dataset_name, args.value_lr)
+        raise UsageError(f"no value model trained on the fine-tuned policy's states ({os.path.basename(stem)}); "
+                         f"train one (stages 1-3 with --adapter) or reuse the base model's with --value_model "
+                         f"{base}[_variant]")
+    return stem, tag
 
 
 def resolve_setting(args):
@@ -66,13 +85,13 @@ def run_inference_intervention(args, model=None, tokenizer=None):
     m = model_tag(args.model_name)
     stem, value_tag = None, None
     if args.use_intervention:
-        stem, value_tag = find_value_model(args.output_dir, m, args.dataset_name, args.value_lr, args.value_model)
+        stem, value_tag = find_policy_value_model(args, m)
     name = run_name(args, m, value_tag)
     out = response_path(args.output_dir, name)
     settings = run_settings(args)
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    spec = resolve_model(args.model_name, args.chat_template)
+    spec = resolve_model(args.model_name, args.chat_template, args.adapter)
     value_model = None
     if args.use_intervention:
         value_model = load_value_model(stem)
@@ -100,15 +119,24 @@ def run_inference_intervention(args, model=None, tokenizer=None):
         answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({method}, {args.engine})",
                        out, settings, method=method, step_size=args.lr if value_model else None,
                        num_updates=args.epochs if value_model else None, prompting=args.prompting, split=args.split,
-                       value_model=value_model.config if value_model else None)
+                       value_model=value_model.config if value_model else None, **adapter_description(args))
     return name
+
+
+def adapter_description(args):
+    """What a fine-tuned policy's response file records about its adapter (read by make_table.py)."""
+    if not args.adapter:
+        return {}
+    from utils.io import adapter_meta_path, read_json_or_none
+    meta = read_json_or_none(adapter_meta_path(args.adapter)) or {}
+    return {"adapter": {"path": args.adapter, "method": meta.get("method"), "method_name": meta.get("method_name")}}
 
 
 def method_run_name(args, m, value_tag=None):
     settings = {"static_re": f"{args.strength}", "best_of_n": f"{args.num_candidates}",
                 "args": f"{args.top_k}_{args.weight}",
                 "cd_prefix": f"{value_tag}_{args.num_candidates}_{args.block_size}"}
-    return f"{m}_{args.dataset_name}_{args.method}_{settings[args.method]}" + ("_prompting" if args.prompting else "")
+    return f"{m}_{named_dataset(args)}_{args.method}_{settings[args.method]}" + ("_prompting" if args.prompting else "")
 
 
 def run_decode_method(args, model=None, tokenizer=None, reward_model=None):
@@ -121,18 +149,18 @@ def run_decode_method(args, model=None, tokenizer=None, reward_model=None):
     m = model_tag(args.model_name)
     stem, value_tag = None, None
     if args.method == "cd_prefix":
-        stem, value_tag = find_value_model(args.output_dir, m, args.dataset_name, args.value_lr, args.value_model)
+        stem, value_tag = find_policy_value_model(args, m)
     name = method_run_name(args, m, value_tag)
     out = response_path(args.output_dir, name)
     settings = run_settings(args)
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    spec = resolve_model(args.model_name, args.chat_template)
+    spec = resolve_model(args.model_name, args.chat_template, args.adapter)
     model, tokenizer, prompts = policy_and_prompts(args, spec, model, tokenizer)
     add_special = not spec.chat_template
     hook, value_model = None, None
     if args.method == "static_re":
-        direction = linear_probe_direction(load_sequences(args.output_dir, m, args.dataset_name, "train"))
+        direction = linear_probe_direction(load_sequences(args.output_dir, m, named_dataset(args), "train"))
         hook = StaticIntervention(model, direction, args.strength)
     if args.method == "cd_prefix":
         value_model = load_value_model(stem)
@@ -164,7 +192,8 @@ def run_decode_method(args, model=None, tokenizer=None, reward_model=None):
                                 args.max_new_tokens, args.temperature, 50, args.top_p, add_special)
     with hook or contextlib.nullcontext():
         answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({args.method})", out,
-                       settings, method=args.method, prompting=args.prompting, split=args.split)
+                       settings, method=args.method, prompting=args.prompting, split=args.split,
+                       **adapter_description(args))
     return name
 
 
