@@ -33,12 +33,12 @@ from make_table import gather, notes, write_table
 from utils import cli
 from utils.io import (
     adapter_meta_path,
-    atomic_path,
     features_path,
     model_tag,
     new_figure,
     output_stem,
     read_json_or_none,
+    save_csv,
     save_figure,
     sidecar_path,
 )
@@ -180,12 +180,7 @@ def cost_table(rows):
 
 
 def write_cost_csv(rows, path):
-    import csv
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COST_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+    save_csv(rows, path, COST_COLUMNS)
 
 
 def main(argv=None):

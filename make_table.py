@@ -7,7 +7,6 @@ time (response/RUN.meta.json) for the runs named {m}_{d}_* that answered the bas
 results/{m}_{d}_rewards.png with the runs' reward distributions. The reward difference to the base run is paired
 (same prompts) with its standard error.
 """
-import csv
 import glob
 import os
 
@@ -21,6 +20,7 @@ from utils.io import (
     output_path,
     output_stem,
     response_path,
+    save_csv,
     save_figure,
     sidecar_path,
 )
@@ -129,11 +129,7 @@ def write_table(rows, stem, note):
     with atomic_path(stem + ".md") as tmp:
         with open(tmp, "w") as f:
             f.write(table)
-    with atomic_path(stem + ".csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+    save_csv(rows, stem + ".csv", COLUMNS)
     print("\n" + table)
 
 

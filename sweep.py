@@ -18,7 +18,6 @@ Stage 4 and the comparison methods read the chosen setting:
         --settings_from runs/demo/results/smollm2_135M_demo_sweep.json
 """
 import contextlib
-import csv
 
 from utils import cli
 from utils.data import load_prompts
@@ -35,6 +34,7 @@ from utils.io import (
     read_json_or_none,
     response_path,
     run_settings,
+    save_csv,
     save_json,
     write_sidecar,
 )
@@ -212,11 +212,7 @@ def main(argv=None):
               "chosen": chosen[args.rule], "rules": chosen, "base": base, "cells": cells}
     save_json(result, stem + ".json")
     write_sidecar(stem + ".json", args)
-    with atomic_path(stem + ".csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(cells[0]))
-            writer.writeheader()
-            writer.writerows([base] + cells)
+    save_csv([base] + cells, stem + ".csv", list(cells[0]))
     table = grid_table(cells, base, chosen, args.method)
     note = (f"\n{len(prompts)} prompts of the '{args.split}' split. Paper rule: {describe(chosen['paper'], args.method)}"
             f". Constrained rule (diversity >= {args.min_diversity_ratio}x, coherence >= "

@@ -124,6 +124,16 @@ def save_json(obj, path):
             f.write("\n")
 
 
+def save_csv(rows, path, fieldnames=None):
+    """Rows (dicts) as a CSV file with a header; fieldnames default to the first row's keys, extra keys are left out."""
+    import csv
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def save_tensors(obj, path):
     """torch.save of tensors (or dicts/lists of tensors) only: readable with weights_only=True.
 

@@ -2,18 +2,16 @@
 reward model, both on TRL's trainers and peft. The paper compares RE-Control with LoRA PPO and LoRA DPO; TRL 1.x has
 no PPOTrainer, so the online baseline is RLOO (REINFORCE with a leave-one-out baseline, TRL's RLOOTrainer), which
 takes the reward model as a function."""
-import csv
 import itertools
 import os
 import shutil
 import time
 
 from utils.cli import UsageError
-from utils.data import format_prompt, load_prompts, load_records, parse_hh_dialogue
+from utils.data import conversation_text, format_prompt, load_prompts, load_records, parse_hh_dialogue
 from utils.io import (
     adapter_meta_path,
     adapter_path,
-    atomic_path,
     describe_run,
     features_path,
     load_tensors,
@@ -22,6 +20,7 @@ from utils.io import (
     peak_memory_mb,
     read_json_or_none,
     run_settings,
+    save_csv,
     save_figure,
     save_json,
     sidecar_path,
@@ -103,16 +102,15 @@ def dataset_pairs(records, spec, tokenizer):
         prompt = format_prompt(turns, spec, tokenizer)
         pairs.append({"prompt": prompt, "chosen": completion_text(prompt, answers[0]),
                       "rejected": completion_text(prompt, answers[1]),
-                      "conversation": "\n\n".join(f"{'Human' if r == 'user' else 'Assistant'}: {c}" for r, c in turns)
-                      + "\n\nAssistant:"})
+                      "conversation": conversation_text(turns)})
     return pairs, ties
 
 
-def stage1_num_samples(path):
+def stage1_num_samples(path, records):
     """K of stage 1 (responses per prompt) from its .meta.json; without one, the length of the first run of equal
     prompts."""
     settings = (read_json_or_none(sidecar_path(path)) or {}).get("settings") or {}
-    return settings.get("num_samples")
+    return settings.get("num_samples") or len(list(next(itertools.groupby(records, key=lambda r: r["prompt"]))[1]))
 
 
 def preference_data(args, spec, tokenizer):
@@ -131,8 +129,7 @@ def preference_data(args, spec, tokenizer):
         records = load_response_records(path, "get_activations_only.py --num_samples 2")
         rewards = load_tensors(features_path(args.output_dir, m, args.dataset_name, "labels", args.split),
                                "reward_label.py").tolist()
-        k = stage1_num_samples(path) or len(list(next(itertools.groupby(records, key=lambda r: r["prompt"]))[1]))
-        pairs, ties = rollout_pairs(records, rewards, k)
+        pairs, ties = rollout_pairs(records, rewards, stage1_num_samples(path, records))
     pairs = [p for p in pairs if len(tokenizer(p["prompt"], add_special_tokens=False)["input_ids"])
              <= args.max_prompt_tokens]
     if args.limit:
@@ -229,12 +226,7 @@ def plot_training(log, method, path):
 
 
 def write_log(log, path):
-    keys = sorted({k for r in log for k in r}, key=lambda k: (k != "step", k))
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(log)
+    save_csv(log, path, sorted({k for r in log for k in r}, key=lambda k: (k != "step", k)))
 
 
 def run_finetune_baseline(args, model=None, tokenizer=None):

@@ -1,5 +1,4 @@
 """Stage 3: train the value model on the stage-1 features and stage-2 labels (see train_value_model.py)."""
-import csv
 import time
 
 from tqdm.auto import tqdm
@@ -7,7 +6,6 @@ from tqdm.auto import tqdm
 from utils.cli import UsageError
 from utils.features import load_sequences
 from utils.io import (
-    atomic_path,
     features_path,
     load_json,
     model_tag,
@@ -15,6 +13,7 @@ from utils.io import (
     new_figure,
     peak_memory_mb,
     run_settings,
+    save_csv,
     save_figure,
     value_model_stem,
 )
@@ -92,11 +91,7 @@ def run_train_value_model(args):
                      val_mc_error=kept.get("val_mc"), seconds=round(time.time() - start, 2),
                      num_parameters=sum(p.numel() for p in result.model.parameters()), **peak_memory_mb(),
                      **description)
-    with atomic_path(stem + "_log.csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    save_csv(rows, stem + "_log.csv")
     plot_losses(rows, stem + "_loss.png", baseline, args.eval_split)
     print(f"value model (epoch {kept['epoch']}"
           + (f", lowest validation MC error {kept['val_mc']:.5f}" if args.early_stopping else "")
