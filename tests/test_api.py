@@ -13,7 +13,7 @@ from utils import (
     record_states,
     train_value_model,
 )
-from utils.cli import UsageError
+from utils.errors import UsageError
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from utils.cli import UsageError
 from utils.data import (
     ALIGNMENT_PROMPT,
     conversation_text,
@@ -17,6 +16,7 @@ from utils.data import (
     read_records_file,
     record_turns,
 )
+from utils.errors import UsageError
 from utils.models import resolve_model
 
 MULTI_TURN = ("\n\nHuman: What should I cook tonight?\n\nAssistant: How about pasta?"

@@ -6,7 +6,7 @@ import pytest
 
 import measure_reward
 import metrics
-from utils.cli import UsageError
+from utils.errors import UsageError
 
 RECORDS = [
     {"prompt": "User: How are you?\nAssistant:", "conversation": "Human: How are you?\n\nAssistant:",

@@ -6,7 +6,7 @@ import torch
 from safetensors import safe_open
 
 import train_value_model
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.features import FeatureFile, SequenceData, load_sequences, write_rows
 from utils.io import features_path, save_tensors
 

@@ -12,7 +12,7 @@ import get_activations_only
 import inference_intervention
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.io import save_tensors
 from utils.models import resolve_model
 from utils.stages.finetune import dataset_pairs, preference_data, rollout_pairs

@@ -13,7 +13,7 @@ import pytest
 
 import gpt4_eval
 from conftest import ROOT
-from utils.cli import UsageError
+from utils.errors import UsageError
 
 # per prompt: how the server answers. Scores are keyed by the answers' text, so the random order cannot change them.
 BEHAVIOUR = ["score", "score", "score", "score", "malformed", "http500", "timeout"]

@@ -158,6 +158,6 @@ def test_harmfulqa_recipe_applies_the_hh_rlhf_value_model_and_judges_against_bas
     assert names[1] == f"{t.model_name}_harmfulqa_value_model_{t.model_name}_hh_rlhf_{t.value_lr}_" \
                        f"{t.num_updates}_{t.step_size}"
     assert [(f["--run_name_red"], f["--run_name_blue"]) for f in flags[9:11]] == [(n, names[0]) for n in names[1:]]
-    from utils.cli import UsageError
+    from utils.errors import UsageError
     with pytest.raises(UsageError, match="against the base"):
         main(recipe.SETTING, recipe.__doc__, ["--dry_run", "True", "--prefer_file", "p.json"])

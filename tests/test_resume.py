@@ -14,7 +14,7 @@ import torch
 import get_activations_only
 import inference_intervention
 from conftest import QUESTIONS, ROOT, write_jsonl
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.value_model import ValueModel, save_value_model
 
 D = "toy"

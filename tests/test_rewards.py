@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.rewards import TransformerReward, VaderReward, is_ultrarm, load_reward_model, normalize_markers
 
 CONVERSATIONS = [

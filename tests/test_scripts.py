@@ -15,8 +15,8 @@ import reward_label
 import train_value_model
 from conftest import QUESTIONS, ROOT, write_jsonl
 from utils import cli
-from utils.cli import UsageError
 from utils.data import ALIGNMENT_PROMPT
+from utils.errors import UsageError
 from utils.value_model import ValueModel, load_value_model, save_value_model
 
 D = "toy"

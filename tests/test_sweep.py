@@ -13,7 +13,7 @@ import reward_label
 import sweep
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.io import save_tensors
 
 TUNE_QUESTIONS = ["I feel sad and tired today, any advice?", "Thank you for the great help, what next?",

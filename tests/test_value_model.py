@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.training import split_by_group
 from utils.value_model import (
     ValueModel,

@@ -9,7 +9,7 @@ import torch
 
 from conftest import build_tokenizer
 from utils.api import train_value_model
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.generation import eos_ids, generate_batch, generation_config
 from utils.intervention import ActivationCapture, ValueIntervention
 from utils.training import ValueTrainingConfig

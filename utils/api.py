@@ -9,8 +9,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from utils.cli import UsageError
 from utils.data import format_prompt
+from utils.errors import UsageError
 from utils.features import SequenceData
 from utils.generation import decode_rows, generate_batch, generation_config
 from utils.intervention import ActivationCapture, ValueIntervention

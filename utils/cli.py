@@ -5,9 +5,7 @@ import sys
 
 import numpy as np
 
-
-class UsageError(Exception):
-    """Bad input: reported as one line (the problem and the fix) with exit status 2."""
+from utils.errors import UsageError
 
 
 def str2bool(value):

@@ -4,7 +4,7 @@ import json
 import os
 import re
 
-from utils.cli import UsageError
+from utils.errors import UsageError, first_line
 
 DATASET_HUB_IDS = {"hh_rlhf": "Anthropic/hh-rlhf", "shp": "stanfordnlp/SHP", "harmfulqa": "declare-lab/HarmfulQA"}
 # Test-only data sets (the paper's out-of-distribution prompts): they have one split, and every split name a stage asks
@@ -123,7 +123,7 @@ def load_records(dataset_name, split, data_file=None, dataset_path=None):
     try:
         rows = datasets.load_dataset(source, split=hub_split)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise UsageError(f"cannot load {source!r} split {hub_split!r} with datasets.load_dataset ({first}); "
                          f"pass --dataset_path to a local copy or --data_file")
     records = [dict(row) for row in rows]

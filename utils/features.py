@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.io import atomic_path, features_path, load_tensors
 
 SAFETENSORS_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import torch
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Paths. {m} = model tag, {d} = dataset name, as in the original repository.

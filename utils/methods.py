@@ -2,7 +2,7 @@
 prefix scorer (CD prefix). Each returns generations in the stage-4 record format."""
 import torch
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.generation import decode_rows, eos_ids, generate_batch, generation_config, valid_steps
 from utils.intervention import ActivationCapture, FinalNormHook
 from utils.metrics import cut_at_next_turn

@@ -72,14 +72,14 @@ def load_encoder(embedding_model, device="cpu"):
     """The sentence encoder of coherence, through simcse.SimCSE (load once, score many runs)."""
     from simcse import SimCSE
 
-    from utils.cli import UsageError
+    from utils.errors import UsageError, first_line
     path = embedding_model_path(embedding_model)
     # SimCSE's own checkpoints use its default pooler; other encoders are read at the [CLS] state
     pooler = None if "simcse" in path.lower() else "cls_before_pooler"
     try:
         return SimCSE(path, device=device, pooler=pooler)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise UsageError(f"cannot load embedding model {path!r} ({first}); offline, pass --embedding_model minilm")
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.cli import UsageError
+from utils.errors import UsageError, first_line
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def load_tokenizer(path, trust_remote_code=False):
 
 
 def cannot_load(spec, err):
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     return UsageError(f"cannot load model {spec.path!r} ({first}); pass a paper name ({', '.join(MODEL_REGISTRY)}), "
                       f"a reachable hub id or a local model folder")
 
@@ -174,7 +174,7 @@ def merge_adapter(model, adapter):
     try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
     except (OSError, ValueError, RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise UsageError(f"cannot load the adapter {adapter} onto this model ({first}); pass the --model_name it "
                          f"was trained on")
 

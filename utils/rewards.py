@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from utils.cli import UsageError
+from utils.errors import UsageError, first_line
 from utils.models import resolve_device, resolve_dtype
 
 MAX_REWARD_TOKENS = 2048
@@ -123,7 +123,7 @@ class TransformerReward(RewardModel):
                     path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
                 self.head = "classifier"
         except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise UsageError(f"cannot load reward model {path!r} ({first}); pass 'vader', a reachable hub id or a "
                              f"folder of a sequence-classification or UltraRM model")
         self.tokenizer.padding_side = "right"

@@ -15,7 +15,8 @@ import time
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from utils.cli import UsageError, set_seed
+from utils.cli import set_seed
+from utils.errors import UsageError
 from utils.features import save_safetensors
 from utils.io import read_json_or_none, save_json, sidecar_path
 

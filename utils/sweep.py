@@ -7,7 +7,7 @@ constrained rule takes the highest reward among the cells that keep diversity >=
 import math
 import os
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.io import load_json
 
 RULES = ("paper", "constrained")

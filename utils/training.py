@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm.auto import tqdm
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.features import SequenceData
 from utils.value_model import ValueModel, bellman_loss, fold_output_affine, monte_carlo_error
 

@@ -10,7 +10,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.io import atomic_path, load_tensors, save_json, value_model_stem
 
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.intervention import edit_states
 
 INSTALL_HINT = "--engine vllm needs the vLLM extra: bash scripts/setup.sh --vllm"

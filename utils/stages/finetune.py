@@ -7,8 +7,8 @@ import os
 import shutil
 import time
 
-from utils.cli import UsageError
 from utils.data import conversation_text, format_prompt, load_prompts, load_records, parse_hh_dialogue
+from utils.errors import UsageError
 from utils.io import (
     adapter_meta_path,
     adapter_path,

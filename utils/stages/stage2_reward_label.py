@@ -1,7 +1,7 @@
 """Stage 2: score every stage-1 response with a reward model (see reward_label.py for the files)."""
 import torch
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.io import features_path, load_records, model_tag, named_dataset, run_settings, save_tensors, write_sidecar
 from utils.rewards import load_reward_model
 from utils.runs import BatchRun, refuse_overwrite

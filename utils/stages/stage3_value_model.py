@@ -3,7 +3,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.features import load_sequences
 from utils.io import (
     features_path,

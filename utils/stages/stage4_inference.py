@@ -4,8 +4,8 @@ import contextlib
 import glob
 import os
 
-from utils.cli import UsageError
 from utils.data import ALIGNMENT_PROMPT, load_prompts
+from utils.errors import UsageError
 from utils.features import load_sequences
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention, default_settings

@@ -1,5 +1,5 @@
 """Stage 5: the average reward of a run's responses (see measure_reward.py for the files)."""
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.io import (
     load_records,
     load_reward_record,

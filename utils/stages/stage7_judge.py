@@ -7,7 +7,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.io import load_json, load_records, output_path, response_path, run_settings, save_json, write_sidecar
 from utils.metrics import cut_at_next_turn, prompt_text
 from utils.runs import refuse_overwrite
