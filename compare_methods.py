@@ -34,7 +34,6 @@ from utils import cli
 from utils.io import (
     adapter_meta_path,
     features_path,
-    model_tag,
     new_figure,
     output_stem,
     read_json_or_none,
@@ -44,6 +43,7 @@ from utils.io import (
 )
 from utils.metrics import load_encoder
 from utils.models import load_model_and_tokenizer, load_policy_tokenizer, resolve_model
+from utils.names import model_tag
 from utils.rewards import load_reward_model
 from utils.stages.stage4_inference import run_decode_method, run_inference_intervention
 from utils.stages.stage5_reward import run_measure_reward

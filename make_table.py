@@ -15,7 +15,6 @@ from utils.io import (
     atomic_path,
     load_json,
     load_reward_record,
-    model_tag,
     new_figure,
     output_path,
     output_stem,
@@ -25,6 +24,7 @@ from utils.io import (
     sidecar_path,
 )
 from utils.metrics import paired_difference
+from utils.names import model_tag
 
 COLUMNS = ["method", "run", "split", "diversity", "coherence", "average reward", "reward SE", "vs base", "vs base SE",
            "win rate %", "time (s)"]

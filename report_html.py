@@ -15,7 +15,8 @@ import os
 
 from make_table import gather
 from utils import cli
-from utils.io import atomic_path, load_records, model_tag, output_path, response_path
+from utils.io import atomic_path, load_records, output_path, response_path
+from utils.names import model_tag
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}
 th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}th{background:#f3f3f3;cursor:pointer}

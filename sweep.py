@@ -27,8 +27,6 @@ from utils.intervention import ValueIntervention
 from utils.io import (
     atomic_path,
     load_reward_record,
-    model_tag,
-    named_dataset,
     output_path,
     output_stem,
     read_json_or_none,
@@ -41,6 +39,7 @@ from utils.io import (
 from utils.methods import StaticIntervention, linear_probe_direction
 from utils.metrics import SIMCSE_MODEL, cut_at_next_turn, load_encoder, reward_result, text_metrics
 from utils.models import hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
+from utils.names import model_tag, named_dataset
 from utils.rewards import load_reward_model
 from utils.runs import written_with
 from utils.stages.stage4_inference import find_policy_value_model

@@ -12,7 +12,7 @@ Loss per batch of sequences = [sum over consecutive valid steps (V(o_t) - V(o_{t
 Writes trained_model/value_model_{m}_{d}_{lr}.safetensors (+ .json: architecture, LLM, feature size), a checkpoint
 _{epoch} every 10 epochs, and the loss curves as _log.csv and _loss.png. Settings other than the paper's show in
 the name, so a sweep over them never overwrites: e.g. value_model_{m}_{d}_{lr}_ep50_L3_h1024_s1 (epochs 50, 3
-layers, width 1024, seed 1); codes in utils.training.NAME_CODES. Stage 4 finds it by --value_lr alone when it is the
+layers, width 1024, seed 1); codes in utils.names.NAME_CODES. Stage 4 finds it by --value_lr alone when it is the
 only value model with that lr, and asks for --value_model otherwise.
 
 Levers beyond the paper (each default keeps the paper's behaviour):

@@ -14,7 +14,7 @@ interleaved in every round after one uncounted warm-up round:
     hf_recontrol    + utils.intervention.ValueIntervention
     vllm_plain      utils.vllm_engine.VllmEngine.generate (max_num_seqs = the batch size)
     vllm_recontrol  + the edit inside vLLM (the same edit_states)
-RE-Control: the demo's step size and number of updates (utils.intervention.default_settings) with a random
+RE-Control: the demo's step size and number of updates (utils.paper.default_settings) with a random
 ValueModel(576, 576, 2) (seed 0). One torch thread in this process, and vLLM's worker bound to one core
 (VLLM_CPU_OMP_THREADS_BIND "0"; --threads N: N threads and cores 0..N-1). Then one unforced pass per engine (eos ends a response, as in stage 4):
 how many responses are token-identical between HF and vLLM, plain and with RE-Control. Writes
@@ -47,8 +47,9 @@ from bench.common import (  # noqa: E402
 )
 from utils.data import load_prompts  # noqa: E402
 from utils.generation import generate_batch, generation_config, length_sorted_batches  # noqa: E402
-from utils.intervention import ValueIntervention, default_settings  # noqa: E402
+from utils.intervention import ValueIntervention  # noqa: E402
 from utils.models import embedded_model_folder, hidden_size, load_model_and_tokenizer, resolve_model  # noqa: E402
+from utils.paper import default_settings  # noqa: E402
 from utils.value_model import ValueModel  # noqa: E402
 from utils.vllm_engine import VllmEngine, require_vllm  # noqa: E402
 

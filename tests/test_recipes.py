@@ -43,7 +43,7 @@ def test_dry_run_prints_the_paper_settings_stage_commands(name, capsys):
     # stage 5 scores the paper's file names: the value model keeps its original name (the paper's shape and epochs)
     assert flags[8]["--out_file"] == f"{name}_{value_lr}_{n}_{alpha}"
     import train_value_model
-    from utils.training import value_model_variant
+    from utils.names import value_model_variant
     stage3 = vars(train_value_model.parse_args(commands[3][2:]))
     assert value_model_variant(stage3, stage3["model_name"], stage3["dataset_name"]) == ""
     assert all(f["--output_dir"] == "out" for f in flags)
@@ -69,7 +69,7 @@ def test_demo_names_its_runs_after_the_value_model_stage_3_writes():
     import subprocess
 
     import train_value_model
-    from utils.training import value_model_variant
+    from utils.names import value_model_variant
     out = subprocess.run(["bash", "-c", "source scripts/demo_settings.sh; echo $VALUE_LR; echo $VALUE_FLAGS; "
                           "echo $VALUE_TAG"], cwd=ROOT, capture_output=True, text=True, check=True)
     value_lr, flags, value_tag = out.stdout.splitlines()

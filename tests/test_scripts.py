@@ -331,7 +331,7 @@ def test_value_models_of_other_settings_get_their_own_names(tmp_path, pipeline, 
 
 
 def test_value_model_name_defaults_are_the_papers_per_setting():
-    from utils.training import value_model_variant
+    from utils.names import value_model_variant
     assert value_model_variant({"num_layers": 3, "hidden_dim": 4096}, "vicuna_7B", "hh_rlhf") == ""
     assert value_model_variant({"num_layers": 3, "hidden_dim": 4096}, "vicuna_7B", "shp") == "_L3"
     assert value_model_variant({"num_layers": 2, "hidden_dim": None}, "smollm2_135M", "demo") == ""

@@ -123,23 +123,3 @@ class ValueIntervention(FinalNormHook):
         output = output.clone()
         output[:, -1, :] = self.edit(output[:, -1, :])
         return output
-
-
-# Step size alpha and number of updates n (paper, section 5; the embedded default was chosen on its tuning split)
-PAPER_SETTINGS = {
-    ("vicuna_7B", "hh_rlhf"): (0.5, 30),
-    ("falcon_7B", "hh_rlhf"): (0.2, 200),
-    ("vicuna_7B", "shp"): (1.0, 50),
-    ("llama3_8B", "shp"): (1.0, 30),
-    ("smollm2_135M", "demo"): (3.0, 10),  # the paper's rule on the demo's tuning split: results/*_demo_sweep.json
-}
-
-
-def default_settings(model_name, dataset_name):
-    """(step size, number of updates) for a setting, falling back to the model's, then to (0.5, 30)."""
-    if (model_name, dataset_name) in PAPER_SETTINGS:
-        return PAPER_SETTINGS[(model_name, dataset_name)]
-    for (model, _), settings in PAPER_SETTINGS.items():
-        if model == model_name:
-            return settings
-    return 0.5, 30

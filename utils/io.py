@@ -16,31 +16,6 @@ from utils.errors import UsageError
 # ----------------------------------------------------------------------------------------------------------------------
 # Paths. {m} = model tag, {d} = dataset name, as in the original repository.
 
-def model_tag(model_name):
-    """File-name-safe tag: paper names stay as they are, 'org/name' becomes 'org--name', a folder its base name."""
-    if os.path.isdir(model_name):
-        return os.path.basename(os.path.normpath(model_name))
-    return model_name.replace("/", "--")
-
-
-def adapter_tag(adapter, m=None, d=None):
-    """What a fine-tuned policy (--adapter FOLDER) adds to output names: the folder's base name, without the
-    '{m}_{d}_' that finetune_baseline.py puts in front (trained_model/smollm2_135M_demo_dpo_lora -> 'dpo_lora')."""
-    name = os.path.basename(os.path.normpath(adapter))
-    if m and d and name.startswith(f"{m}_{d}_") and len(name) > len(f"{m}_{d}_"):
-        name = name[len(f"{m}_{d}_"):]
-    return name
-
-
-def named_dataset(args):
-    """The data-set part of a stage's output names: {d}, or {d}_{adapter tag} for a fine-tuned policy, so that its
-    features, value models and runs never take the base model's names (stage 4: {m}_{d}_{tag}_base, ...)."""
-    adapter = getattr(args, "adapter", None)
-    if not adapter:
-        return args.dataset_name
-    return f"{args.dataset_name}_{adapter_tag(adapter, model_tag(args.model_name), args.dataset_name)}"
-
-
 def adapter_path(root, m, d, method):
     """finetune_baseline.py's LoRA adapter folder (peft save_pretrained)."""
     return os.path.join(root, "trained_model", f"{m}_{d}_{method}_lora")
@@ -55,13 +30,6 @@ def features_path(root, m, d, kind, split):
     """kind: token_wise_activations | mask | response | labels (features: safetensors; the original wrote .pth)."""
     ext = {"token_wise_activations": "safetensors", "mask": "pth", "response": "json", "labels": "json"}[kind]
     return os.path.join(root, "features", f"{m}_{d}_{kind}_{split}.{ext}")
-
-
-def value_model_stem(root, m, d, lr, variant="", epoch=None):
-    """trained_model/value_model_{m}_{d}_{lr}: the original name; `variant` (utils.training.value_model_variant)
-    names settings other than the setting's defaults; `epoch` a checkpoint."""
-    suffix = f"_{epoch}" if epoch is not None else ""
-    return os.path.join(root, "trained_model", f"value_model_{m}_{d}_{lr}{variant}{suffix}")
 
 
 def response_path(root, run_name):

@@ -6,61 +6,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm.auto import tqdm
 
+from utils.configs import ValueTrainingConfig
 from utils.errors import UsageError
 from utils.features import SequenceData
 from utils.value_model import ValueModel, bellman_loss, fold_output_affine, monte_carlo_error
 
 LOSS_PARTS = ("loss", "td", "terminal", "mc")
-
-
-@dataclass
-class ValueTrainingConfig:
-    """Stage 3's settings; each default is the paper's (TD(0), the last epoch kept, raw rewards)."""
-    lr: float = 1e-4                  # Adam learning rate
-    epochs: int = 100
-    batch_size: int = 512             # sequences per batch
-    num_layers: int = 2               # Linear layers of the MLP
-    hidden_dim: Optional[int] = None  # default: the states' size
-    weight_decay: float = 0.0
-    detach_target: bool = True        # False: the original's gradient through V(o_{t+1})
-    td_lambda: float = 0.0            # 0: TD(0); 1: every step regressed on the final reward
-    val_fraction: float = 0.0         # fraction of the training prompts held out
-    early_stopping: bool = False      # keep the epoch with the lowest validation Monte-Carlo error
-    standardize_rewards: bool = False  # train on (r - mean) / std, fold back to reward units
-    seed: int = 0
-    device: str = "cpu"
-
-
-# The value model's shape in the paper (section 5): h = 4096, 3 Linear layers for Vicuna on HH-RLHF, 2 elsewhere.
-PAPER_LLMS = ("vicuna_7B", "falcon_7B", "llama3_8B")
-
-
-def default_shape(model_name: str, dataset_name: str) -> Tuple[int, Optional[int]]:
-    """(num_layers, hidden_dim) of the setting's value model; hidden_dim None = the states' size."""
-    num_layers = 3 if (model_name, dataset_name) == ("vicuna_7B", "hh_rlhf") else 2
-    return num_layers, 4096 if model_name in PAPER_LLMS else None
-
-
-# Stage-3 settings a value model's file name shows when they differ from the setting's default, and their codes
-NAME_CODES = {"epochs": "ep", "batch_size": "bs", "num_layers": "L", "hidden_dim": "h", "weight_decay": "wd",
-              "detach_target": "grad", "td_lambda": "td", "val_fraction": "vf", "early_stopping": "es",
-              "standardize_rewards": "std", "seed": "s"}
-
-
-def value_model_variant(settings: dict, model_name: str, dataset_name: str) -> str:
-    """'' for the setting's defaults (the paper's file name), else '_' + the changed settings, e.g. '_td1_vf0.1_es'.
-
-    Booleans show as their code alone (detach_target False shows 'grad': the gradient flows through the target).
-    """
-    defaults = dict(vars(ValueTrainingConfig()))
-    defaults["num_layers"], defaults["hidden_dim"] = default_shape(model_name, dataset_name)
-    parts = []
-    for key, code in NAME_CODES.items():
-        value = settings.get(key, defaults[key])
-        if value is None or value == defaults[key]:
-            continue
-        parts.append(code if isinstance(value, bool) else f"{code}{value:g}")
-    return "".join(f"_{part}" for part in parts)
 
 
 def run_epoch(model: ValueModel, data: SequenceData, config: ValueTrainingConfig, optimizer=None, generator=None,

@@ -3,7 +3,6 @@ import copy
 import glob
 import json
 import os
-import re
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -11,7 +10,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from utils.errors import UsageError
-from utils.io import atomic_path, load_tensors, save_json, value_model_stem
+from utils.io import atomic_path, load_tensors, save_json
+from utils.names import VARIANT, value_model_stem, value_model_tag
 
 
 class ValueModel(nn.Module):
@@ -136,9 +136,6 @@ def pack_padded(features, mask):
 # ----------------------------------------------------------------------------------------------------------------------
 # Files: weights in safetensors, the description in its metadata and in a JSON beside it
 
-VARIANT = re.compile(r"(_[A-Za-z][^_]*)+")  # '_td1_vf0.1_es'; a checkpoint ends in '_{epoch}'
-
-
 def save_value_model(model, stem, **description):
     config = dict(model.config, **description)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -186,12 +183,6 @@ def load_value_model(stem):
             linear.bias.copy_(bias)
     model.config = config
     return model.eval()
-
-
-def value_model_tag(stem, m, d):
-    """What a run names its value model by: '{lr}{variant}' for one under its stage-3 name, else the file's name."""
-    name = os.path.basename(stem)
-    return name.removeprefix(f"value_model_{m}_{d}_")
 
 
 def find_value_model(root, m, d, value_lr, path=None):

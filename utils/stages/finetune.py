@@ -15,7 +15,6 @@ from utils.io import (
     describe_run,
     features_path,
     load_tensors,
-    model_tag,
     new_figure,
     peak_memory_mb,
     read_json_or_none,
@@ -30,6 +29,7 @@ from utils.io import (
 )
 from utils.metrics import cut_at_next_turn
 from utils.models import load_model_and_tokenizer, load_policy_tokenizer, resolve_device, resolve_model
+from utils.names import model_tag
 from utils.rewards import load_reward_model
 from utils.runs import refuse_overwrite
 

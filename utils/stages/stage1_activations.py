@@ -10,16 +10,7 @@ from utils.data import load_prompts
 from utils.features import write_rows
 from utils.generation import decode_rows, generate_batch, generation_config, length_sorted_batches
 from utils.intervention import ActivationCapture
-from utils.io import (
-    features_path,
-    model_tag,
-    named_dataset,
-    peak_memory_mb,
-    run_settings,
-    save_json,
-    save_tensors,
-    write_sidecar,
-)
+from utils.io import features_path, peak_memory_mb, run_settings, save_json, save_tensors, write_sidecar
 from utils.models import (
     config_hidden_size,
     hidden_size,
@@ -27,6 +18,7 @@ from utils.models import (
     load_policy_tokenizer,
     resolve_model,
 )
+from utils.names import model_tag, named_dataset
 from utils.runs import BatchRun, refuse_overwrite, seed_batch, written_with
 
 

@@ -2,7 +2,8 @@
 import torch
 
 from utils.errors import UsageError
-from utils.io import features_path, load_records, model_tag, named_dataset, run_settings, save_tensors, write_sidecar
+from utils.io import features_path, load_records, run_settings, save_tensors, write_sidecar
+from utils.names import model_tag, named_dataset
 from utils.rewards import load_reward_model
 from utils.runs import BatchRun, refuse_overwrite
 

@@ -5,21 +5,12 @@ from tqdm.auto import tqdm
 
 from utils.errors import UsageError
 from utils.features import load_sequences
-from utils.io import (
-    features_path,
-    load_json,
-    model_tag,
-    named_dataset,
-    new_figure,
-    peak_memory_mb,
-    run_settings,
-    save_csv,
-    save_figure,
-    value_model_stem,
-)
+from utils.io import features_path, load_json, new_figure, peak_memory_mb, run_settings, save_csv, save_figure
 from utils.models import resolve_device
+from utils.names import model_tag, named_dataset, value_model_stem, value_model_variant
+from utils.paper import default_shape
 from utils.runs import refuse_overwrite
-from utils.training import ValueTrainingConfig, default_shape, fit_value_model, split_by_group, value_model_variant
+from utils.training import ValueTrainingConfig, fit_value_model, split_by_group
 from utils.value_model import save_value_model
 
 

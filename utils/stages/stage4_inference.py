@@ -9,7 +9,7 @@ from utils.errors import UsageError
 from utils.features import load_sequences
 from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
 from utils.intervention import ValueIntervention, default_settings
-from utils.io import model_tag, named_dataset, response_path, run_settings, value_model_stem
+from utils.io import response_path, run_settings
 from utils.methods import (
     StaticIntervention,
     args_decode,
@@ -19,6 +19,7 @@ from utils.methods import (
     linear_probe_direction,
 )
 from utils.models import config_hidden_size, hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
+from utils.names import model_tag, named_dataset, value_model_stem
 from utils.rewards import load_reward_model
 from utils.runs import refuse_overwrite
 from utils.sweep import read_choice
