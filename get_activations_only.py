@@ -17,21 +17,17 @@ same as with one.
 Step 0 is the state after the prompt (it chooses the first token); a step is valid until the one that chose eos.
 """
 from utils import cli
+from utils.config import build
+from utils.configs import ActivationsConfig
 from utils.stages.stage1_activations import run_get_activations
 
 
+def build_parser():
+    return cli.build_parser(__doc__, ActivationsConfig)
+
+
 def parse_args(argv=None):
-    parser = cli.make_parser(__doc__)
-    cli.add_policy_stage_args(parser, batch_size=32, max_new_tokens=128)
-    parser.add_argument("--num_samples", type=cli.positive_int, default=1,
-                        help="responses per prompt: 1 = greedy; K > 1 = K sampled responses")
-    parser.add_argument("--temperature", type=cli.positive_float, default=0.7, help="sampling temperature")
-    parser.add_argument("--top_k", type=cli.positive_int, default=50, help="sampling top-k")
-    parser.add_argument("--top_p", type=cli.positive_float, default=0.95, help="sampling nucleus top-p")
-    parser.add_argument("--splits", type=str, default="train,test", help="comma-separated splits to process")
-    parser.add_argument("--feature_dtype", type=str, default="float16", choices=["float16", "bfloat16", "float32"],
-                        help="dtype the features are stored in")
-    return parser.parse_args(argv)
+    return build(ActivationsConfig, cli.parse(build_parser(), argv))
 
 
 def main(argv=None):

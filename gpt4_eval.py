@@ -15,30 +15,17 @@ gpt-4-evaluations/{red}_{blue}.json holds win / tie / lose / errors / win rate a
 The API key is read from OPENAI_API_KEY (or AZURE_OPENAI_API_KEY) and never written anywhere.
 """
 from utils import cli
+from utils.config import build
+from utils.configs import JudgeConfig
 from utils.stages.stage7_judge import run_gpt4_eval
 
 
+def build_parser():
+    return cli.build_parser(__doc__, JudgeConfig)
+
+
 def parse_args(argv=None):
-    parser = cli.make_parser(__doc__)
-    parser.add_argument("--run_name_red", type=str, required=True, help="the run judged: response/{red}.json")
-    parser.add_argument("--run_name_blue", type=str, required=True,
-                        help="the reference: another run's name (response/{blue}.json), or a file of preferred "
-                             "responses [{\"prefer\": text}, ...] aligned with red's prompts (.json optional)")
-    parser.add_argument("--judge_model", type=str, default="gpt-4", help="judge model (Azure: the deployment name)")
-    parser.add_argument("--base_url", type=str, default=None,
-                        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default: OpenAI, or Azure "
-                             "when AZURE_OPENAI_ENDPOINT is set)")
-    parser.add_argument("--num_samples", type=cli.positive_int, default=100,
-                        help="prompts judged, drawn from --seed (the paper's HH protocol uses 300)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prompt sample and of the answer order")
-    parser.add_argument("--max_retries", type=cli.nonnegative_int, default=4,
-                        help="retries of a failed or unparsable judgment before it is recorded as an error")
-    parser.add_argument("--retry_delay", type=cli.nonnegative_float, default=2.0,
-                        help="seconds before the first retry; doubled at each further retry")
-    parser.add_argument("--timeout", type=cli.positive_float, default=120.0, help="seconds per judge request")
-    parser.add_argument("--max_tokens", type=cli.positive_int, default=512, help="length limit of a judgment")
-    cli.add_output_args(parser)
-    return parser.parse_args(argv)
+    return build(JudgeConfig, cli.parse(build_parser(), argv))
 
 
 def main(argv=None):

@@ -19,44 +19,41 @@ response/{m}_{d}_{value_lr}_{epochs}_{lr}.json (RE-Control), response/{m}_{d}_ba
 a value model trained with other settings than the paper's adds them after {value_lr} (e.g. _td1_vf0.1_es, as its
 file name does), and one passed by --value_model names the run by its file name;
 --prompting True adds the paper's alignment prompt and '_prompting' to the name. Each file has a .meta.json beside
-it with the settings and the wall time.
+it with the settings and the wall time. The last line printed is 'run name: NAME'.
 """
+from dataclasses import dataclass
+
 from utils import cli
-from utils.stages.stage4_inference import run_inference_intervention
+from utils.config import build, option
+from utils.configs import DecodeConfig
+from utils.decoding import get_method, options_from
+from utils.stages.stage4_inference import run_decode
+
+
+@dataclass(frozen=True)
+class InterventionSwitch:
+    use_intervention: bool = option(False, "edit hidden states with the value model (True/False)")
+
+
+def build_parser():
+    from utils.methods.plain import ReControlOptions
+    return cli.build_parser(__doc__, DecodeConfig, InterventionSwitch, ReControlOptions,
+                            exclude=("method", "reward_model"))
 
 
 def parse_args(argv=None):
-    parser = cli.make_parser(__doc__)
-    cli.add_policy_stage_args(parser, batch_size=16, max_new_tokens=128)
-    parser.add_argument("--use_intervention", type=cli.str2bool, default=False,
-                        help="edit hidden states with the value model (True/False)")
-    parser.add_argument("--lr", "--step_size", dest="lr", type=cli.nonnegative_float, default=None,
-                        help="step size alpha of each update (default: the paper's value for the setting; for "
-                             "smollm2_135M on demo, the tuning split's choice, 3.0)")
-    parser.add_argument("--epochs", "--num_updates", dest="epochs", type=cli.nonnegative_int, default=None,
-                        help="number of updates n per decoding step (default: the paper's value for the setting; "
-                             "10 for smollm2_135M on demo)")
-    parser.add_argument("--value_lr", type=cli.positive_float, default=1e-4,
-                        help="learning rate the value model was trained with: picks "
-                             "trained_model/value_model_{m}_{d}_{value_lr}[_variant] and names the output (several "
-                             "variants: pass --value_model)")
-    parser.add_argument("--value_model", type=str, default=None,
-                        help="path of a value model (without extension) to use instead of the one --value_lr picks")
-    parser.add_argument("--prompting", type=cli.str2bool, default=False,
-                        help="prepend the paper's alignment prompt ('RE-Control + Prompting', or 'Prompting' "
-                             "without intervention)")
-    parser.add_argument("--settings_from", type=str, default=None,
-                        help="a sweep result (results/{m}_{d}_sweep.json from sweep.py): take alpha and n from the "
-                             "cell it chose on its tuning split, instead of --lr and --epochs")
-    parser.add_argument("--split", type=str, default="test", help="data split to answer")
-    parser.add_argument("--use_cache", type=cli.str2bool, default=True, help="use the KV cache while generating")
-    return parser.parse_args(argv)
+    """(DecodeConfig, the method's options): RE-Control with --use_intervention True, else base (or Prompting)."""
+    values = cli.parse(build_parser(), argv)
+    method = {(False, False): "base", (False, True): "prompting", (True, False): "re_control",
+              (True, True): "re_control_prompting"}[values["use_intervention"], values["prompting"]]
+    config = build(DecodeConfig, values, method=method, prompting=False)
+    return config, options_from(get_method(method), values)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    cli.setup(args)
-    run_inference_intervention(args)
+    config, options = parse_args(argv)
+    cli.setup(config)
+    print(f"run name: {run_decode(config, options)}")
 
 
 if __name__ == "__main__":

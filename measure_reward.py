@@ -12,18 +12,17 @@ Each generation is cut where the model starts the user's next turn ('Human:' / '
 and scored. Writes final_reward/{out_file}.json: average, standard error, count and every reward.
 """
 from utils import cli
+from utils.config import build
+from utils.configs import MeasureRewardConfig
 from utils.stages.stage5_reward import run_measure_reward
 
 
+def build_parser():
+    return cli.build_parser(__doc__, MeasureRewardConfig)
+
+
 def parse_args(argv=None):
-    parser = cli.make_parser(__doc__)
-    parser.add_argument("--out_file", type=str, required=True, help="run name: scores response/{out_file}.json")
-    parser.add_argument("--model_name", type=str, default="smollm2_135M", help="the policy LLM (for the record)")
-    parser.add_argument("--dataset_name", type=str, default="demo", help="data set name (for the record)")
-    parser.add_argument("--baseline", type=str, default=None,
-                        help="run name of a baseline already scored here: also report the paired difference")
-    cli.add_reward_stage_args(parser)
-    return parser.parse_args(argv)
+    return build(MeasureRewardConfig, cli.parse(build_parser(), argv))
 
 
 def main(argv=None):

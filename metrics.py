@@ -12,20 +12,17 @@ and its response, averaged. Each generation is cut at the user's next turn first
 Writes evaluations/{run_name}.json with the averages and one row per response.
 """
 from utils import cli
-from utils.metrics import SIMCSE_MODEL
+from utils.config import build
+from utils.configs import MetricsConfig
 from utils.stages.stage6_metrics import run_metrics
 
 
+def build_parser():
+    return cli.build_parser(__doc__, MetricsConfig)
+
+
 def parse_args(argv=None):
-    parser = cli.make_parser(__doc__)
-    parser.add_argument("--run_name", type=str, required=True, help="run name: evaluates response/{run_name}.json")
-    parser.add_argument("--embedding_model", type=str, default=SIMCSE_MODEL,
-                        help="sentence encoder for coherence, read through simcse.SimCSE: a hub id, a folder, or "
-                             "'minilm' (the all-MiniLM-L6-v2 folder from PyPI, offline)")
-    parser.add_argument("--device", type=str, default="cpu", help="device of the sentence encoder")
-    parser.add_argument("--batch_size", type=cli.positive_int, default=64, help="texts per encoder batch")
-    cli.add_output_args(parser)
-    return parser.parse_args(argv)
+    return build(MetricsConfig, cli.parse(build_parser(), argv))
 
 
 def main(argv=None):

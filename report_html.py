@@ -13,10 +13,12 @@ import glob
 import html
 import os
 
-from make_table import gather
 from utils import cli
+from utils.config import build
+from utils.configs import TableConfig
 from utils.io import atomic_path, load_records, output_path, response_path
 from utils.names import model_tag
+from utils.table import gather
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}
 th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}th{background:#f3f3f3;cursor:pointer}
@@ -43,13 +45,12 @@ document.querySelectorAll("table.sortable").forEach(table => {
 });"""
 
 
+def build_parser():
+    return cli.build_parser(__doc__, TableConfig)
+
+
 def parse_args(argv=None):
-    parser = cli.make_parser(__doc__)
-    parser.add_argument("--model_name", type=str, default="smollm2_135M", help="the policy LLM of the runs")
-    parser.add_argument("--dataset_name", type=str, default="demo", help="the data set of the runs")
-    parser.add_argument("--base", type=str, default=None, help="base run name (default: {m}_{d}_base)")
-    parser.add_argument("--output_dir", type=str, default=".", help="the run folder (as in the stage scripts)")
-    return parser.parse_args(argv)
+    return build(TableConfig, cli.parse(build_parser(), argv))
 
 
 def cell(value, digits=3, numeric=True):

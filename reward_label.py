@@ -10,21 +10,17 @@ Reads features/{m}_{d}_response_{mode}.json; writes features/{m}_{d}_labels_{mod
 (the original's name, despite the extension).
 """
 from utils import cli
+from utils.config import build
+from utils.configs import RewardLabelConfig
 from utils.stages.stage2_reward_label import run_reward_label
 
 
+def build_parser():
+    return cli.build_parser(__doc__, RewardLabelConfig)
+
+
 def parse_args(argv=None):
-    parser = cli.make_parser(__doc__)
-    parser.add_argument("--model_name", type=str, default="smollm2_135M",
-                        help="the policy LLM whose stage-1 responses are scored (names the files)")
-    parser.add_argument("--dataset_name", type=str, default="demo", help="data set name used in stage 1")
-    parser.add_argument("--mode", type=str, default="train",
-                        help="which split to label: train, test, or any other split stage 1 wrote (e.g. tune)")
-    parser.add_argument("--adapter", type=str, default=None,
-                        help="the LoRA adapter folder stage 1 ran with (--adapter there): names the files as stage 1 "
-                             "did ({m}_{d}_{adapter tag}_...)")
-    cli.add_reward_stage_args(parser)
-    return parser.parse_args(argv)
+    return build(RewardLabelConfig, cli.parse(build_parser(), argv))
 
 
 def main(argv=None):

@@ -24,52 +24,17 @@ Levers beyond the paper (each default keeps the paper's behaviour):
     --value_model PATH               save under PATH (no extension) instead of the original name, e.g. for sweeps
 """
 from utils import cli
+from utils.config import build
+from utils.configs import ValueModelConfig
 from utils.stages.stage3_value_model import run_train_value_model
 
 
+def build_parser():
+    return cli.build_parser(__doc__, ValueModelConfig)
+
+
 def parse_args(argv=None):
-    parser = cli.make_parser(__doc__)
-    parser.add_argument("--model_name", type=str, default="smollm2_135M", help="the LLM whose features are used")
-    parser.add_argument("--dataset_name", type=str, default="demo", help="data set name used in stages 1-2")
-    parser.add_argument("--adapter", type=str, default=None,
-                        help="the LoRA adapter folder stage 1 ran with (--adapter there): names the files as stage 1 "
-                             "did ({m}_{d}_{adapter tag}_...)")
-    parser.add_argument("--lr", type=cli.positive_float, default=1e-4, help="Adam learning rate (names the file)")
-    parser.add_argument("--epochs", type=cli.positive_int, default=100, help="training epochs")
-    parser.add_argument("--batch_size", type=cli.positive_int, default=512, help="sequences per batch")
-    parser.add_argument("--num_layers", type=int, default=None, choices=[2, 3],
-                        help="Linear layers of the MLP (default: the paper's, 3 for vicuna_7B on hh_rlhf, else 2)")
-    parser.add_argument("--hidden_dim", type=cli.positive_int, default=None,
-                        help="MLP width (default: the paper's 4096 for its LLMs, else the LLM's hidden size)")
-    parser.add_argument("--weight_decay", type=cli.nonnegative_float, default=0.0, help="Adam weight decay")
-    parser.add_argument("--detach_target", type=cli.str2bool, default=True,
-                        help="stop the gradient through V(o_{t+1}) (False = the original training loss)")
-    parser.add_argument("--td_lambda", type=cli.unit_float, default=0.0,
-                        help="value target: 0 = the paper's TD(0) (V(o_t) -> V(o_{t+1})); 1 = every valid step "
-                             "regressed on the final reward (Monte Carlo); between: the undiscounted lambda-return")
-    parser.add_argument("--val_fraction", type=cli.unit_float, default=0.0,
-                        help="fraction of the training PROMPTS (all their responses) held out as a validation slice; "
-                             "its Monte-Carlo error is logged every epoch")
-    parser.add_argument("--early_stopping", type=cli.str2bool, default=False,
-                        help="keep the epoch with the lowest validation Monte-Carlo error (needs --val_fraction > 0) "
-                             "instead of the last one")
-    parser.add_argument("--standardize_rewards", type=cli.str2bool, default=False,
-                        help="train on standardised rewards (train mean 0, std 1); the saved model is folded back "
-                             "to reward units, so step sizes keep their meaning")
-    parser.add_argument("--eval_split", type=str, default="test",
-                        help="split whose loss is reported every epoch (never used for a choice)")
-    parser.add_argument("--value_model", type=str, default=None,
-                        help="save the value model under this path (no extension) instead of "
-                             "trained_model/value_model_{m}_{d}_{lr}[_variant]")
-    parser.add_argument("--checkpoint_every", type=cli.positive_int, default=10, help="save a checkpoint every N epochs")
-    parser.add_argument("--device", type=str, default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (initialisation, shuffling)")
-    parser.add_argument("--num_threads", type=cli.positive_int, default=None, help="torch CPU threads")
-    cli.add_output_args(parser)
-    args = parser.parse_args(argv)
-    if args.early_stopping and not args.val_fraction:
-        parser.error("--early_stopping True needs a validation slice: pass --val_fraction (e.g. 0.1)")
-    return args
+    return build(ValueModelConfig, cli.parse(build_parser(), argv))
 
 
 def main(argv=None):

@@ -3,24 +3,22 @@ any decoding method. The stage scripts are the same steps with files in between.
 
     from utils import generate, load_policy, load_value_model, record_states, train_value_model
 """
-import contextlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from utils.data import format_prompt
+from utils.decoding import Resources, get_method, options_from
+from utils.engines import HFEngine, Sampling
 from utils.errors import UsageError
 from utils.features import SequenceData
 from utils.generation import decode_rows, generate_batch, generation_config
-from utils.intervention import ActivationCapture, ValueIntervention
-from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode
+from utils.intervention import ActivationCapture
 from utils.models import ModelSpec, load_model_and_tokenizer, resolve_model
 from utils.runs import seed_batch
 from utils.training import ValueTrainingConfig, fit_value_model, split_by_group
 from utils.value_model import ValueModel
-
-METHODS = ("base", "re_control", "static_re", "best_of_n", "args", "cd_prefix")
 
 
 @dataclass
@@ -104,40 +102,27 @@ def generate(policy: Policy, prompts: Sequence[str], method: str = "re_control",
              value_model: Optional[ValueModel] = None, step_size: float = 0.5, num_updates: int = 30,
              direction: Optional[torch.Tensor] = None, strength: float = 4.0, reward_model=None,
              conversations: Optional[Sequence[str]] = None, num_candidates: int = 4, top_k: int = 10,
-             weight: float = 1.0, block_size: int = 8, do_sample: bool = False,
-             seed: int = 0) -> Tuple[List[str], List[str]]:
-    """(responses = prompt + generation, results = generation) for one batch of prompts, by `method`:
-
-    base (plain decoding), re_control (value_model, step_size alpha, num_updates n), static_re (direction,
-    strength), best_of_n (reward_model, num_candidates), args (reward_model, top_k, weight), cd_prefix (value_model,
-    num_candidates, block_size). Reward-based methods score `conversations` (default: the prompts) + answers.
+             weight: float = 1.0, block_size: int = 8, do_sample: bool = False, seed: int = 0,
+             **options) -> Tuple[List[str], List[str]]:
+    """(responses = prompt + generation, results = generation) for one batch of prompts, by any registered method
+    (utils.decoding): base (plain decoding), re_control (value_model, step_size alpha, num_updates n), static_re
+    (direction, strength), best_of_n (reward_model, num_candidates), args (reward_model, top_k, weight), cd_prefix
+    (value_model, num_candidates, block_size), or one of your own (its options as keywords). Reward-based methods
+    score `conversations` (default: the prompts) + answers.
     """
-    if method not in METHODS:
-        raise UsageError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    if method in ("re_control", "cd_prefix") and value_model is None:
+    chosen = get_method(method)
+    if chosen.uses_value_model and value_model is None:
         raise UsageError(f"{method} needs a value_model (train_value_model, or load_value_model from a file)")
-    if method in ("best_of_n", "args") and reward_model is None:
+    if chosen.uses_reward_model and reward_model is None:
         raise UsageError(f"{method} needs a reward_model (load_reward_model)")
-    if method == "static_re" and direction is None:
-        raise UsageError("static_re needs a direction (e.g. utils.methods.linear_probe_direction)")
-    model, tokenizer, special = policy.model, policy.tokenizer, policy.add_special_tokens
+    if chosen.uses_probe and direction is None:
+        raise UsageError(f"{method} needs a direction (e.g. utils.methods.linear_probe_direction)")
+    given = dict(step_size=step_size, num_updates=num_updates, strength=strength, num_candidates=num_candidates,
+                 top_k=top_k, weight=weight, block_size=block_size, **options)
+    engine = HFEngine(policy.model, policy.tokenizer, policy.add_special_tokens)
+    resources = Resources(engine=engine, max_new_tokens=max_new_tokens, sampling=Sampling() if do_sample else None,
+                          loaded_value_model=value_model, loaded_reward_model=reward_model,
+                          loaded_direction=direction)
     torch.manual_seed(seed)
-    conversations = list(conversations or prompts)
-    if method == "best_of_n":
-        return best_of_n(model, tokenizer, prompts, conversations, reward_model, num_candidates,
-                         max_new_tokens=max_new_tokens, add_special_tokens=special)
-    if method == "args":
-        return args_decode(model, tokenizer, prompts, conversations, reward_model, top_k, weight, max_new_tokens,
-                           special)
-    if method == "cd_prefix":
-        return cd_prefix_decode(model, tokenizer, prompts, value_model.to(model.device), num_candidates, block_size,
-                                max_new_tokens, add_special_tokens=special)
-    config = generation_config(model, tokenizer, max_new_tokens, do_sample=do_sample)
-    if method == "re_control":
-        hook = ValueIntervention(model, value_model.to(model.device), step_size, num_updates)
-    elif method == "static_re":
-        hook = StaticIntervention(model, direction, strength)
-    else:
-        hook = contextlib.nullcontext()
-    with hook:
-        return decode_rows(tokenizer, *generate_batch(model, tokenizer, prompts, config, special))
+    with chosen.session(resources, options_from(chosen, given)) as decode_batch:
+        return decode_batch(list(prompts), list(conversations or prompts))

@@ -67,11 +67,14 @@ int_list = _list_of(nonnegative_int)  # '10,20' -> [10, 20]
 
 
 def option(default: Any, help: str, *, flags: Sequence[str] = (), parse: Optional[Callable] = None,
-           choices: Optional[Sequence] = None, required: bool = False, group: Optional[str] = None) -> Any:
+           choices: Optional[Sequence] = None, required: bool = False, group: Optional[str] = None,
+           repeat: bool = False) -> Any:
     """A config field with its help text; `flags` are the command-line names (default --{field name}), `parse`
-    the argparse type (default: from the annotation; booleans parse 'False' as False)."""
+    the argparse type (default: from the annotation; booleans parse 'False' as False); `repeat`: the flag may be
+    given several times (a tuple of the values)."""
     return dataclasses.field(default=default, metadata=dict(help=help, flags=tuple(flags), parse=parse,
-                                                            choices=choices, required=required, group=group))
+                                                            choices=choices, required=required, group=group,
+                                                            repeat=repeat))
 
 
 def redefault(config_class: type, name: str, default: Any) -> Any:
@@ -91,13 +94,15 @@ def _parser_type(field: dataclasses.Field, hints: dict) -> Optional[Callable]:
     return str2bool if kind is bool else kind if kind in (int, float, str) else str
 
 
-def add_options(parser: argparse.ArgumentParser, config_class: type, groups: Optional[dict] = None) -> None:
-    """One flag per field of `config_class`, in declaration order; fields with a `group` go into that group."""
+def add_options(parser: argparse.ArgumentParser, config_class: type, groups: Optional[dict] = None,
+                skip: Sequence[str] = ()) -> None:
+    """One flag per field of `config_class` (but `skip`), in declaration order; a field with a `group` goes into
+    that argument group (`groups` keeps them across calls)."""
     hints = typing.get_type_hints(config_class)
     groups = {} if groups is None else groups
     for field in dataclasses.fields(config_class):
         meta = field.metadata
-        if "help" not in meta:
+        if "help" not in meta or field.name in skip:
             continue
         target = parser
         if meta.get("group"):
@@ -107,6 +112,8 @@ def add_options(parser: argparse.ArgumentParser, config_class: type, groups: Opt
         kwargs = dict(dest=field.name, type=_parser_type(field, hints), help=meta["help"])
         if meta.get("choices"):
             kwargs["choices"] = list(meta["choices"])
+        if meta.get("repeat"):
+            kwargs["action"] = "append"
         if meta.get("required"):
             kwargs["required"] = True
         else:
@@ -121,13 +128,15 @@ def as_dict(config: Any) -> dict:
     return dict(vars(config))
 
 
-def build(config_class: Type[C], values: dict) -> C:
-    """config_class from parsed values; a check in its __post_init__ that fails is a one-line UsageError."""
+def build(config_class: Type[C], values: dict, **overrides: Any) -> C:
+    """config_class from parsed values (extra keys ignored); a failed check in its __post_init__ is a UsageError."""
+    names = set(config_fields(config_class))
     try:
-        return config_class(**values)
-    except (TypeError, ValueError) as err:
+        return config_class(**{k: v for k, v in {**values, **overrides}.items() if k in names})
+    except ValueError as err:
         raise UsageError(str(err)) from None
 
 
 def config_fields(config_class: type) -> Tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(config_class))
+

@@ -16,6 +16,7 @@ from utils.config import (
     redefault,
     unit_float,
 )
+from utils.metrics import SIMCSE_MODEL
 from utils.paper import VALUE_LR, default_shape
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -197,7 +198,7 @@ class ValueModelConfig(OutputOptions):
 
 
 @dataclass(frozen=True)
-class DecodeConfig(PolicyOptions, ValueModelChoice, RewardModelOptions):
+class DecodeConfig(RewardModelOptions, ValueModelChoice, PolicyOptions):
     """Stage 4 for any registered decoding method (decode_methods.py); each method's own options
     (utils.decoding.DecodingMethod.Options) are parsed beside these."""
     batch_size: int = redefault(GenerationOptions, "batch_size", 16)
@@ -217,9 +218,6 @@ class MeasureRewardConfig(RewardStageOptions):
     dataset_name: str = option("demo", "data set name (for the record)")
     baseline: Optional[str] = option(None, "run name of a baseline already scored here: also report the paired "
                                      "difference")
-
-
-SIMCSE_MODEL = "princeton-nlp/sup-simcse-bert-base-uncased"
 
 
 @dataclass(frozen=True)
@@ -251,6 +249,75 @@ class JudgeConfig(OutputOptions):
                                 parse=nonnegative_float)
     timeout: float = option(120.0, "seconds per judge request", parse=positive_float)
     max_tokens: int = option(512, "length limit of a judgment", parse=positive_int)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(OutputOptions, DataOptions):
+    """The fine-tuning baselines (finetune_baseline.py): LoRA DPO and RLOO on TRL's trainers."""
+    method: str = option(None, "dpo: offline, on preference pairs; rloo: online, sampled answers scored by the reward "
+                         "model (TRL's RLOOTrainer); ppo: not in TRL 1.x (refused, with the way to rloo)",
+                         choices=("dpo", "rloo", "ppo"), required=True)
+    model_name: str = option("smollm2_135M", "policy LLM to fine-tune: a paper name, smollm2_135M (embedded), a hub "
+                             "id or a folder", group="model")
+    device: str = option("auto", "'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index", group="model")
+    dtype: str = option("auto", "weights dtype; 'auto' = bfloat16 on GPU, float32 on CPU", choices=DTYPES,
+                        group="model")
+    trust_remote_code: bool = option(False, "allow the model repository to run its own Python code", group="model")
+    chat_template: Optional[bool] = option(None, "format prompts with the tokenizer's chat template (default: the "
+                                           "model registry's choice, as in stages 1 and 4)", group="model")
+    split: str = option("train", "the split trained on: the value model's training split", group="training data")
+    pairs: str = option("auto", "dpo: 'rollouts' = best against worst stage-1 response per prompt by the stage-2 "
+                        "reward; 'dataset' = the data set's own chosen/rejected (HH-RLHF) or A/B preference (SHP); "
+                        "'auto' = the data set's pairs when its records have them, else rollouts",
+                        choices=("auto", "rollouts", "dataset"), group="training data")
+    max_prompt_tokens: int = option(512, "prompts longer than this many tokens are dropped (as in stage 1)",
+                                    parse=positive_int, group="training data")
+    lora_r: int = option(16, "LoRA rank r", parse=positive_int, group="LoRA")
+    lora_alpha: float = option(32.0, "LoRA alpha (the update is scaled by alpha / r; 2 r is the usual choice)",
+                               parse=positive_float, group="LoRA")
+    lora_dropout: float = option(0.05, "dropout on the LoRA input", parse=unit_float, group="LoRA")
+    target_modules: str = option("all-linear", "'all-linear' (every linear layer but lm_head) or comma-separated "
+                                 "module names", group="LoRA")
+    learning_rate: float = option(1e-4, "AdamW learning rate, constant (0 leaves the model as it was: a test uses "
+                                  "it)", parse=nonnegative_float, group="training")
+    beta: Optional[float] = option(None, "strength of the pull toward the reference (the model before training): "
+                                   "DPO's beta (default 0.1) or RLOO's KL coefficient (default 0.05), TRL's "
+                                   "defaults", parse=nonnegative_float, group="training")
+    max_steps: Optional[int] = option(None, "optimizer steps (default: one pass over the training pairs or "
+                                      "prompts)", parse=positive_int, group="training")
+    batch_size: int = option(8, "prompts per optimizer step (DPO: pairs; RLOO: prompts, each with --num_generations "
+                             "samples)", parse=positive_int, group="training")
+    num_generations: int = option(2, "rloo: samples per prompt (>= 2: each is judged against the mean of the "
+                                  "others)", parse=positive_int, group="training")
+    max_new_tokens: int = option(128, "rloo: tokens per sampled answer; dpo: answers are cut at this length (use "
+                                 "stage 1's)", parse=positive_int, group="training")
+    temperature: float = option(0.7, "rloo: sampling temperature", parse=positive_float, group="training")
+    top_k: int = option(50, "rloo: sampling top-k", parse=positive_int, group="training")
+    top_p: float = option(0.95, "rloo: sampling nucleus top-p", parse=positive_float, group="training")
+    reward_model: str = option("vader", "rloo: 'vader', openbmb/UltraRM-13b or a sequence-classification reward "
+                               "model (the one stage 2 labelled with)", group="training")
+    reward_batch_size: int = option(32, "rloo: texts per reward batch", parse=positive_int, group="training")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, more "
+                                          "time (on for 7B models on one GPU; TRL turns it on by default, off here "
+                                          "for the small CPU demo)", group="training")
+    seed: int = option(0, "random seed (LoRA initialisation, shuffling, sampling)", group="training")
+    num_threads: Optional[int] = option(None, "torch CPU threads", parse=positive_int, group="training")
+    adapter_dir: Optional[str] = option(None, "save the adapter in this folder instead of "
+                                        "trained_model/{m}_{d}_{method}_lora", group="training")
+
+    def __post_init__(self):
+        if self.method == "rloo" and self.num_generations < 2:
+            raise ValueError("--num_generations must be >= 2 for rloo (the leave-one-out baseline needs another "
+                             "sample)")
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """The results table (make_table.py) and the HTML report (report_html.py)."""
+    model_name: str = option("smollm2_135M", "the policy LLM of the runs")
+    dataset_name: str = option("demo", "the data set of the runs")
+    base: Optional[str] = option(None, "base run name (default: {m}_{d}_base)")
+    output_dir: str = option(".", "the run folder (as in the stage scripts)")
 
 
 @dataclass

@@ -172,6 +172,18 @@ def load_tensors(path, stage_hint=None, mmap=False):
                          + (f" with {stage_hint}" if stage_hint else ""))
 
 
+def file_sha256(path):
+    """The sha256 of a file's bytes, or None if it is missing (what a result records about the file it read)."""
+    import hashlib
+    if not os.path.exists(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_json_or_none(path):
     """A small bookkeeping JSON file, or None if it is missing or unreadable."""
     try:
@@ -199,20 +211,23 @@ NOT_SETTINGS = ("overwrite", "num_threads", "tensor_parallel_size", "pipeline_pa
 OMITTED_WHEN_UNSET = ("adapter",)
 
 
-def run_settings(args, ignore=(), **extra):
-    """The flags that determine a stage's outputs, as they round-trip through JSON."""
-    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS and k not in ignore
+def run_settings(config, ignore=(), **extra):
+    """The options that determine a stage's outputs, as they round-trip through JSON."""
+    from utils.config import as_dict
+    settings = {k: v for k, v in as_dict(config).items() if k not in NOT_SETTINGS and k not in ignore
                 and not (k in OMITTED_WHEN_UNSET and v is None)}
     settings.update(extra)
     return json.loads(json.dumps(settings, sort_keys=True))
 
 
-def describe_run(args, settings=None, **extra):
+def describe_run(config, settings=None, **extra):
     import transformers
+
+    from utils.config import as_dict
     info = {
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        "args": {k: v for k, v in vars(args).items()},
-        "settings": run_settings(args) if settings is None else settings,  # what refuse_overwrite compares
+        "args": as_dict(config),
+        "settings": run_settings(config) if settings is None else settings,  # what refuse_overwrite compares
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
@@ -231,5 +246,5 @@ def peak_memory_mb():
     return peak
 
 
-def write_sidecar(path, args, settings=None, **extra):
-    save_json(describe_run(args, settings, **extra), sidecar_path(path))
+def write_sidecar(path, config, settings=None, **extra):
+    save_json(describe_run(config, settings, **extra), sidecar_path(path))

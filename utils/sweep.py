@@ -11,7 +11,7 @@ from utils.errors import UsageError
 from utils.io import load_json
 
 RULES = ("paper", "constrained")
-SETTING_KEYS = {"re_control": ("step_size", "num_updates"), "static_re": ("strength",)}
+SHORT_NAMES = {"step_size": "alpha", "num_updates": "n"}  # the paper's symbols, in tables and plots
 
 
 def paper_score(cell):
@@ -35,8 +35,8 @@ def choose(cells, base, min_diversity_ratio=0.9, min_coherence_ratio=0.95):
 
 
 def read_choice(path, method, model_name=None, rule=None):
-    """The setting a sweep result chose for `method`: {step_size, num_updates} or {strength}, and the sweep's
-    value model path (or None). `rule` overrides the rule the sweep was run with."""
+    """The setting a sweep result chose for `method` ({option: value} of the swept options, e.g. {step_size,
+    num_updates}), and the sweep's value model path (or None). `rule` overrides the rule the sweep was run with."""
     result = load_json(path, stage_hint="sweep.py")
     if not isinstance(result, dict) or "chosen" not in result or "cells" not in result:
         raise UsageError(f"{path} is not a sweep result (no 'chosen' and 'cells'); write one with sweep.py")
@@ -50,23 +50,25 @@ def read_choice(path, method, model_name=None, rule=None):
     if chosen is None:
         raise UsageError(f"{path}: no cell satisfies the {rule} rule; widen the grid (smaller settings) and sweep "
                          f"again, or pass the setting by hand")
-    setting = {key: chosen[key] for key in SETTING_KEYS[method]}
+    from utils.decoding import get_method
+    keys = result.get("tuned") or get_method(method).tuned  # results written before "tuned" was recorded
+    setting = {key: chosen[key] for key in keys}
     return setting, result.get("value_model")
 
 
-def describe(cell, method):
+def describe(cell, keys):
+    """'alpha 3, n 10' for the swept options `keys` (in the order alpha first, as the paper writes them)."""
     if cell is None:
         return "none"
-    if method == "static_re":
-        return f"strength {cell['strength']:g}"
-    return f"alpha {cell['step_size']:g}, n {cell['num_updates']}"
+    ordered = sorted(keys, key=lambda k: list(SHORT_NAMES).index(k) if k in SHORT_NAMES else -1)
+    return ", ".join(f"{SHORT_NAMES.get(k, k)} {cell[k]:g}" for k in ordered)
 
 
 def ratio(value, base):
     return f" ({value / base:.2f}x)" if base else ""
 
 
-def grid_table(cells, base, chosen, method):
+def grid_table(cells, base, chosen, keys):
     """Markdown: one row per cell, the chosen ones marked."""
     keys = ["setting", "average reward", "vs base (paired)", "diversity", "coherence", "rep-4", "paper score",
             "chosen by"]
@@ -78,7 +80,7 @@ def grid_table(cells, base, chosen, method):
                                        + (f" ({diff / cell['paired_standard_error']:.1f} SE)"
                                           if cell["paired_standard_error"] else ""))
         lines.append("| " + " | ".join([
-            "base" if cell is base else describe(cell, method),
+            "base" if cell is base else describe(cell, keys),
             f"{cell['average_reward']:.4f} ± {cell['standard_error']:.4f}", vs,
             f"{cell['diversity']:.3f}{ratio(cell['diversity'], base['diversity'])}",
             f"{cell['coherence']:.3f}{ratio(cell['coherence'], base['coherence'])}",
@@ -86,37 +88,39 @@ def grid_table(cells, base, chosen, method):
     return "\n".join(lines) + "\n"
 
 
-def plot_grid(cells, base, chosen, method, path):
-    """Reward and diversity over the grid, the chosen cells marked (alpha x n heat maps, or lines over strength)."""
+def plot_grid(cells, base, chosen, keys, path, label="cells"):
+    """Reward and diversity over the grid, the chosen cells marked: a heat map over two swept options (alpha x n),
+    or lines over one."""
     from utils.io import new_figure, save_figure
     fig, axes = new_figure(ncols=2, figsize=(10, 4))
     marks = {"paper": ("*", "red"), "constrained": ("o", "black")}
     for ax, key, title in zip(axes, ("average_reward", "diversity"), ("average reward", "diversity")):
-        if method == "static_re":
-            xs = [c["strength"] for c in cells]
-            ax.plot(xs, [c[key] for c in cells], "-o", label="Static RE")
+        if len(keys) != 2:
+            x = keys[0]
+            ax.plot([c[x] for c in cells], [c[key] for c in cells], "-o", label=label)
             ax.axhline(base[key], color="gray", linestyle=":", label="base")
             for rule, cell in chosen.items():
                 if cell is not None:
-                    ax.plot(cell["strength"], cell[key], marks[rule][0], color=marks[rule][1], markersize=14,
+                    ax.plot(cell[x], cell[key], marks[rule][0], color=marks[rule][1], markersize=14,
                             fillstyle="none", label=f"{rule} rule")
-            ax.set_xlabel("strength")
+            ax.set_xlabel(SHORT_NAMES.get(x, x))
             ax.legend(fontsize=7)
         else:
-            alphas = sorted({c["step_size"] for c in cells})
-            updates = sorted({c["num_updates"] for c in cells})
-            grid = [[math.nan] * len(alphas) for _ in updates]
+            rows, columns = keys  # outer option on the y axis (n), inner on the x axis (alpha)
+            xs = sorted({c[columns] for c in cells})
+            ys = sorted({c[rows] for c in cells})
+            grid = [[math.nan] * len(xs) for _ in ys]
             for c in cells:
-                grid[updates.index(c["num_updates"])][alphas.index(c["step_size"])] = c[key]
+                grid[ys.index(c[rows])][xs.index(c[columns])] = c[key]
             image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
             fig.colorbar(image, ax=ax, label=f"{title} (base {base[key]:.3f})")
-            ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-            ax.set_yticks(range(len(updates)), [str(n) for n in updates])
-            ax.set_xlabel("step size alpha")
-            ax.set_ylabel("number of updates n")
+            ax.set_xticks(range(len(xs)), [f"{a:g}" for a in xs])
+            ax.set_yticks(range(len(ys)), [f"{n:g}" for n in ys])
+            ax.set_xlabel({"step_size": "step size alpha"}.get(columns, columns))
+            ax.set_ylabel({"num_updates": "number of updates n"}.get(rows, rows))
             for rule, cell in chosen.items():
                 if cell is not None:
-                    ax.plot(alphas.index(cell["step_size"]), updates.index(cell["num_updates"]), marks[rule][0],
+                    ax.plot(xs.index(cell[columns]), ys.index(cell[rows]), marks[rule][0],
                             color=marks[rule][1], markersize=16, fillstyle="none", markeredgewidth=2,
                             label=f"{rule} rule")
             ax.legend(fontsize=7, loc="upper left")

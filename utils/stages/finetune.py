@@ -2,6 +2,7 @@
 reward model, both on TRL's trainers and peft. The paper compares RE-Control with LoRA PPO and LoRA DPO; TRL 1.x has
 no PPOTrainer, so the online baseline is RLOO (REINFORCE with a leave-one-out baseline, TRL's RLOOTrainer), which
 takes the reward model as a function."""
+import dataclasses
 import itertools
 import os
 import shutil
@@ -237,7 +238,7 @@ def run_finetune_baseline(args, model=None, tokenizer=None):
         import trl
         raise UsageError(f"TRL {trl.__version__} has no PPOTrainer: use --method rloo, TRL's online trainer that "
                          f"scores its samples with the reward model as a function (VADER included)")
-    args.beta = DEFAULT_BETA[args.method] if args.beta is None else args.beta
+    args = dataclasses.replace(args, beta=DEFAULT_BETA[args.method] if args.beta is None else args.beta)
     m = model_tag(args.model_name)
     folder = args.adapter_dir or adapter_path(args.output_dir, m, args.dataset_name, args.method)
     meta_path = adapter_meta_path(folder)

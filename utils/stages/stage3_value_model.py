@@ -1,8 +1,10 @@
 """Stage 3: train the value model on the stage-1 features and stage-2 labels (see train_value_model.py)."""
+import dataclasses
 import time
 
 from tqdm.auto import tqdm
 
+from utils.config import as_dict
 from utils.errors import UsageError
 from utils.features import load_sequences
 from utils.io import features_path, load_json, new_figure, peak_memory_mb, run_settings, save_csv, save_figure
@@ -32,14 +34,14 @@ def plot_losses(rows, path, baseline, split="test"):
 
 
 def run_train_value_model(args):
-    """Stage 3 on parsed flags; returns the value model's path without extension."""
+    """Stage 3 (a ValueModelConfig); returns the value model's path without extension."""
     start = time.time()
     device = resolve_device(args.device)
     m, d = model_tag(args.model_name), named_dataset(args)
     default_layers, default_hidden = default_shape(args.model_name, args.dataset_name)
-    args.num_layers = default_layers if args.num_layers is None else args.num_layers
-    args.hidden_dim = default_hidden if args.hidden_dim is None else args.hidden_dim
-    variant = value_model_variant(vars(args), args.model_name, args.dataset_name)
+    args = dataclasses.replace(args, num_layers=default_layers if args.num_layers is None else args.num_layers,
+                               hidden_dim=default_hidden if args.hidden_dim is None else args.hidden_dim)
+    variant = value_model_variant(as_dict(args), args.model_name, args.dataset_name)
     stem = args.value_model or value_model_stem(args.output_dir, m, d, args.lr, variant)
     stem = stem.removesuffix(".safetensors")
     settings = run_settings(args)
@@ -55,8 +57,8 @@ def run_train_value_model(args):
             raise UsageError(f"{len(records)} training responses for {len(train)} feature sequences; re-run "
                                  f"get_activations_only.py")
         train, validation = split_by_group(train, [r["prompt"] for r in records], args.val_fraction, args.seed)
-    config = ValueTrainingConfig(**{k: getattr(args, k) for k in ValueTrainingConfig.__dataclass_fields__
-                                    if k != "device"}, device=str(device))
+    training = ValueTrainingConfig(**{k: getattr(args, k) for k in ValueTrainingConfig.__dataclass_fields__
+                                      if k != "device"}, device=str(device))
     baseline = ((test.labels - train.labels.mean()) ** 2).mean().item()
     print(f"train: {len(train)} sequences, {train.num_steps} steps"
           + (f"; validation: {len(validation)} sequences" if validation else "")
@@ -74,7 +76,7 @@ def run_train_value_model(args):
                    + (f"  validation MC error {row['val_mc']:.5f}" if validation else ""))
         if epoch % args.checkpoint_every == 0 and epoch != args.epochs:
             save_value_model(current(), f"{stem}_{epoch}", epoch=epoch, test_loss=row["test_loss"], **description)
-    result = fit_value_model(train, config, validation, {"test": test}, on_epoch, progress=True)
+    result = fit_value_model(train, training, validation, {"test": test}, on_epoch, progress=True)
     rows, kept = result.log, result.kept
     # ------------------------------------------------------------------------------------------------------ save
     save_value_model(result.model, stem, epoch=kept["epoch"], test_loss=kept["test_loss"],

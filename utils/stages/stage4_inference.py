@@ -1,200 +1,161 @@
-"""Stage 4: answer a split with the policy, with RE-Control's edit (inference_intervention.py) or with a comparison
-method (decode_methods.py)."""
-import contextlib
+"""Stage 4: answer a split with any registered decoding method (utils.decoding): base, Prompting, RE-Control (and
++ Prompting) for inference_intervention.py, every method for decode_methods.py, sweep.py and compare_methods.py."""
+import dataclasses
 import glob
 import os
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
 
+from utils.config import as_dict
+from utils.configs import DecodeConfig
 from utils.data import ALIGNMENT_PROMPT, load_prompts
+from utils.decoding import DecodingMethod, Resources, get_method
+from utils.engines import Engine, open_engine
 from utils.errors import UsageError
 from utils.features import load_sequences
-from utils.generation import answer_prompts, decode_rows, generate_batch, generation_config
-from utils.intervention import ValueIntervention, default_settings
-from utils.io import response_path, run_settings
-from utils.methods import (
-    StaticIntervention,
-    args_decode,
-    best_of_n,
-    cd_prefix_decode,
-    keep_best,
-    linear_probe_direction,
-)
-from utils.models import config_hidden_size, hidden_size, load_model_and_tokenizer, load_policy_tokenizer, resolve_model
-from utils.names import model_tag, named_dataset, value_model_stem
-from utils.rewards import load_reward_model
-from utils.runs import refuse_overwrite
+from utils.generation import answer_prompts
+from utils.io import adapter_meta_path, read_json_or_none, response_path, run_settings
+from utils.models import load_policy_tokenizer, resolve_model
+from utils.names import model_tag, named_dataset, run_name, run_prefix, value_model_stem
+from utils.runs import refuse_overwrite, written_with
 from utils.sweep import read_choice
-from utils.value_model import check_value_model, find_value_model, load_value_model
-
-METHODS = ("static_re", "best_of_n", "args", "cd_prefix")  # decode_methods.py
-VLLM_METHODS = ("best_of_n",)  # the others edit or re-rank inside HF's loop
-
-def run_name(args, m, value_tag=None):
-    """{m}_{d}_base, {m}_{d}_prompting, {m}_{d}_{value tag}_{n}_{alpha}[_prompting]; with --adapter, {d} is
-    {d}_{adapter tag} (utils.io.named_dataset), so a fine-tuned policy's runs never take the base model's names."""
-    d = named_dataset(args)
-    if args.use_intervention:
-        name = f"{m}_{d}_{value_tag or args.value_lr}_{args.epochs}_{args.lr}"
-    else:
-        name = f"{m}_{d}_base" if not args.prompting else f"{m}_{d}"
-    return name + ("_prompting" if args.prompting else "")
+from utils.value_model import check_value_model, find_value_model
 
 
-def find_policy_value_model(args, m):
-    """(stem, tag) of RE-Control's value model. With --adapter: one trained on the fine-tuned policy's states
+def find_policy_value_model(config: Any) -> Tuple[str, str]:
+    """(stem, tag) of the value model a stage reads. With --adapter: one trained on the fine-tuned policy's states
     (stages 1-3 with the same --adapter), or the base model's reused by --value_model PATH (its file name then
     names the run)."""
-    d = named_dataset(args)
-    stem, tag = find_value_model(args.output_dir, m, d, args.value_lr, args.value_model)
-    if args.adapter and not args.value_model and not glob.glob(glob.escape(stem) + ".*"):
-        base = value_model_stem(args.output_dir, m, args.dataset_name, args.value_lr)
+    m, d = model_tag(config.model_name), named_dataset(config)
+    stem, tag = find_value_model(config.output_dir, m, d, config.value_lr, config.value_model)
+    if config.adapter and not config.value_model and not glob.glob(glob.escape(stem) + ".*"):
+        base = value_model_stem(config.output_dir, m, config.dataset_name, config.value_lr)
         raise UsageError(f"no value model trained on the fine-tuned policy's states ({os.path.basename(stem)}); "
                          f"train one (stages 1-3 with --adapter) or reuse the base model's with --value_model "
                          f"{base}[_variant]")
     return stem, tag
 
 
-def resolve_setting(args):
-    """alpha (args.lr) and n (args.epochs): from --settings_from, else the flags, else the setting's defaults."""
-    if args.settings_from:
-        if args.lr is not None or args.epochs is not None:
-            raise UsageError("pass either --settings_from or --lr/--epochs, not both")
-        setting, _ = read_choice(args.settings_from, "re_control", args.model_name)
-        args.lr, args.epochs = setting["step_size"], setting["num_updates"]
-        print(f"step size {args.lr:g} and {args.epochs} updates, as chosen in {args.settings_from}")
-    default_lr, default_epochs = default_settings(args.model_name, args.dataset_name)
-    args.lr = default_lr if args.lr is None else args.lr
-    args.epochs = default_epochs if args.epochs is None else args.epochs
+def resolve_options(method: DecodingMethod, options: Any, config: DecodeConfig,
+                    settings_from: Optional[str] = None) -> Any:
+    """The method's options as the run uses them: the tuned ones from a sweep result (--settings_from), else the
+    flags, else the setting's defaults (method.resolve). The one place --settings_from is read."""
+    if settings_from:
+        source = method.name.removesuffix("_prompting")
+        given = [name for name in method.tuned if getattr(options, name) != getattr(method.Options(), name)]
+        if given:
+            raise UsageError(f"pass either --settings_from or --{given[0]}, not both")
+        chosen, _ = read_choice(settings_from, source, config.model_name)
+        options = dataclasses.replace(options, **chosen)
+        print(f"{', '.join(f'{k} {v:g}' for k, v in chosen.items())}, as chosen in {settings_from}")
+    return method.resolve(options, config.model_name, config.dataset_name)
 
 
-def policy_and_prompts(args, spec, model=None, tokenizer=None):
-    """The split's prompts (with the alignment prompt if --prompting) and the policy, loaded unless given: a
-    transformers model, or with --engine vllm a utils.vllm_engine.VllmEngine."""
-    tokenizer = tokenizer or load_policy_tokenizer(spec, args.trust_remote_code)
-    prompts = load_prompts(args, args.split, spec, tokenizer, ALIGNMENT_PROMPT if args.prompting else None)
-    if model is None and args.engine == "vllm":
-        from utils.vllm_engine import open_engine
-        model = open_engine(args, spec)
-    if model is None:
-        model, tokenizer = load_model_and_tokenizer(spec, args.device, args.dtype, args.trust_remote_code,
-                                                    args.device_map, tokenizer)
-    return model, tokenizer, prompts
+@dataclass(frozen=True)
+class Plan:
+    """A stage-4 run before it runs: its name, output, settings, the resolved options and the value model."""
+    name: str
+    out: str
+    settings: dict
+    options: Any
+    value_model_stem: Optional[str]
+
+    @property
+    def done(self) -> bool:
+        """Written before with the same settings (the run is then skipped)."""
+        return written_with(self.out, self.settings)
 
 
-def run_inference_intervention(args, model=None, tokenizer=None):
-    """Stage 4 on parsed flags, with the policy already loaded if given; returns the run's name."""
-    resolve_setting(args)
-    m = model_tag(args.model_name)
-    stem, value_tag = None, None
-    if args.use_intervention:
-        stem, value_tag = find_policy_value_model(args, m)
-    name = run_name(args, m, value_tag)
-    out = response_path(args.output_dir, name)
-    settings = run_settings(args)
-    refuse_overwrite(out, settings, args.overwrite)
-    # ------------------------------------------------------------------------------------------------------ load
-    spec = resolve_model(args.model_name, args.chat_template, args.adapter)
-    value_model = None
-    if args.use_intervention:
-        value_model = load_value_model(stem)
-        check_value_model(value_model, args.model_name, config_hidden_size(spec, args.trust_remote_code))
-    model, tokenizer, prompts = policy_and_prompts(args, spec, model, tokenizer)
-    # ------------------------------------------------------------------------------------------------------ run + save
-    add_special = not spec.chat_template
-    hook = contextlib.nullcontext()
-    if args.engine == "vllm":
-        from utils.vllm_engine import engine_decode
-
-        def decode_batch(texts, _conversations):
-            return engine_decode(model, tokenizer, texts, add_special, args.max_new_tokens, value_model=value_model,
-                                 step_size=args.lr, num_updates=args.epochs)
-    else:
-        config = generation_config(model, tokenizer, args.max_new_tokens, use_cache=args.use_cache)
-        if value_model is not None:
-            check_value_model(value_model, args.model_name, hidden_size(model))
-            hook = ValueIntervention(model, value_model.to(model.device), args.lr, args.epochs)
-
-        def decode_batch(texts, _conversations):
-            return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
-    method = "RE-Control" if value_model is not None else "base"
-    with hook:
-        answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({method}, {args.engine})",
-                       out, settings, method=method, step_size=args.lr if value_model else None,
-                       num_updates=args.epochs if value_model else None, prompting=args.prompting, split=args.split,
-                       value_model=value_model.config if value_model else None, **adapter_description(args))
-    return name
+def plan_run(config: DecodeConfig, options: Any = None) -> Plan:
+    """The Plan of stage 4 for config.method with `options` (None = the method's defaults); loads nothing."""
+    method = get_method(config.method)
+    options = resolve_options(method, options if options is not None else method.Options(), config,
+                              config.settings_from)
+    stem, tag = find_policy_value_model(config) if method.uses_value_model else (None, None)
+    prefix = run_prefix(model_tag(config.model_name), named_dataset(config), config.split)
+    name = run_name(prefix, method.run_part(options, tag), method.prompting or config.prompting)
+    settings = run_settings(config, **{f"option_{k}": v for k, v in as_dict(options).items()},
+                            value_model_file=stem)
+    return Plan(name, response_path(config.output_dir, name), settings, options, stem)
 
 
-def adapter_description(args):
+def adapter_description(config: Any) -> dict:
     """What a fine-tuned policy's response file records about its adapter (read by make_table.py)."""
-    if not args.adapter:
+    if not config.adapter:
         return {}
-    from utils.io import adapter_meta_path, read_json_or_none
-    meta = read_json_or_none(adapter_meta_path(args.adapter)) or {}
-    return {"adapter": {"path": args.adapter, "method": meta.get("method"), "method_name": meta.get("method_name")}}
+    meta = read_json_or_none(adapter_meta_path(config.adapter)) or {}
+    return {"adapter": {"path": config.adapter, "method": meta.get("method"), "method_name": meta.get("method_name")}}
 
 
-def method_run_name(args, m, value_tag=None):
-    settings = {"static_re": f"{args.strength}", "best_of_n": f"{args.num_candidates}",
-                "args": f"{args.top_k}_{args.weight}",
-                "cd_prefix": f"{value_tag}_{args.num_candidates}_{args.block_size}"}
-    return f"{m}_{named_dataset(args)}_{args.method}_{settings[args.method]}" + ("_prompting" if args.prompting else "")
+def run_decode(config: DecodeConfig, options: Any = None, engine: Optional[Engine] = None,
+               resources: Optional[Resources] = None, **loaded: Any) -> str:
+    """Stage 4 for config.method with its options (method.Options; None = its defaults); returns the run's name.
 
-
-def run_decode_method(args, model=None, tokenizer=None, reward_model=None):
-    """A comparison method on parsed flags, with the policy (and Best-of-N's or ARGS's reward model) already loaded
-    if given; returns the run's name."""
-    if args.engine == "vllm" and args.method not in VLLM_METHODS:
-        raise UsageError(f"--method {args.method} works inside HF's decoding loop (a hook or a per-token choice); "
-                         f"run it with --engine hf (vLLM runs {', '.join(VLLM_METHODS)} here, and base, Prompting "
-                         f"and RE-Control in inference_intervention.py)")
-    m = model_tag(args.model_name)
-    stem, value_tag = None, None
-    if args.method == "cd_prefix":
-        stem, value_tag = find_policy_value_model(args, m)
-    name = method_run_name(args, m, value_tag)
-    out = response_path(args.output_dir, name)
-    settings = run_settings(args)
-    refuse_overwrite(out, settings, args.overwrite)
+    engine: the policy already open (utils.engines; or a transformers model); resources: a Resources to share
+    between several runs (compare_methods.py). loaded: a reward_model already loaded. A run already written with
+    the same settings is skipped.
+    """
+    method = get_method(config.method)
+    if config.engine not in method.engines:
+        raise UsageError(f"--method {method.name} runs on --engine {' or '.join(method.engines)}, not "
+                         f"{config.engine} (it needs HF's model itself: a hook of its own or a per-token loop)")
+    plan = plan_run(config, options)
+    name, out, settings, options, stem = plan.name, plan.out, plan.settings, plan.options, plan.value_model_stem
+    if plan.done:
+        print(f"{name}: already written with these settings -> {out} (skipped)")
+        return name
+    refuse_overwrite(out, settings, config.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    spec = resolve_model(args.model_name, args.chat_template, args.adapter)
-    model, tokenizer, prompts = policy_and_prompts(args, spec, model, tokenizer)
-    add_special = not spec.chat_template
-    hook, value_model = None, None
-    if args.method == "static_re":
-        direction = linear_probe_direction(load_sequences(args.output_dir, m, named_dataset(args), "train"))
-        hook = StaticIntervention(model, direction, args.strength)
-    if args.method == "cd_prefix":
-        value_model = load_value_model(stem)
-        check_value_model(value_model, args.model_name, hidden_size(model))
-        value_model.to(model.device)
-    if args.method in ("best_of_n", "args"):
-        reward_model = reward_model or load_reward_model(args.reward_model, args.device, "auto", args.batch_size,
-                                                         args.trust_remote_code)
-        if args.method == "args" and args.reward_model != "vader":
-            print(f"note: ARGS scores text: each prefix is re-tokenized by {args.reward_model}'s tokenizer")
+    spec = resolve_model(config.model_name, config.chat_template, config.adapter)
+    if isinstance(engine, Engine):
+        tokenizer = engine.tokenizer
+    else:
+        tokenizer = load_policy_tokenizer(spec, config.trust_remote_code)
+    prompting = method.prompting or config.prompting
+    prompts = load_prompts(config, config.split, spec, tokenizer, ALIGNMENT_PROMPT if prompting else None)
+    if method.uses_value_model:  # before the policy loads: a wrong value model fails fast
+        from utils.models import config_hidden_size
+        resources = resources or Resources(engine=None, max_new_tokens=config.max_new_tokens)
+        resources.value_model_stem = stem
+        check_value_model(resources.value_model(), config.model_name,
+                          config_hidden_size(spec, config.trust_remote_code))
+    engine = open_engine(config, spec, tokenizer, engine)
+    resources = _resources(config, engine, resources, stem, loaded.get("reward_model"))
     # ------------------------------------------------------------------------------------------------------ run + save
-    def decode_batch(texts, conversations):
-        if args.engine == "vllm":  # Best-of-N: the candidates from vLLM, the choice as on the HF path
-            from utils.vllm_engine import engine_decode
-            candidates = engine_decode(model, tokenizer, texts, add_special, args.max_new_tokens,
-                                       args.num_candidates, do_sample=True, temperature=args.temperature, top_k=50,
-                                       top_p=args.top_p)
-            return keep_best(*candidates, conversations, reward_model, args.num_candidates)
-        if args.method == "static_re":
-            config = generation_config(model, tokenizer, args.max_new_tokens)
-            return decode_rows(tokenizer, *generate_batch(model, tokenizer, texts, config, add_special))
-        if args.method == "best_of_n":
-            return best_of_n(model, tokenizer, texts, conversations, reward_model, args.num_candidates,
-                             args.temperature, args.top_p, 50, args.max_new_tokens, add_special)
-        if args.method == "args":
-            return args_decode(model, tokenizer, texts, conversations, reward_model, args.top_k, args.weight,
-                               args.max_new_tokens, add_special)
-        return cd_prefix_decode(model, tokenizer, texts, value_model, args.num_candidates, args.block_size,
-                                args.max_new_tokens, args.temperature, 50, args.top_p, add_special)
-    with hook or contextlib.nullcontext():
-        answer_prompts(args, prompts, tokenizer, add_special, decode_batch, f"generating ({args.method})", out,
-                       settings, method=args.method, prompting=args.prompting, split=args.split,
-                       **adapter_description(args))
+    value_model = resources.loaded_value_model if method.uses_value_model else None
+    with method.session(resources, options) as decode_batch:
+        answer_prompts(config, prompts, engine.tokenizer, engine.add_special_tokens, decode_batch,
+                       f"generating ({method.label}, {engine.name})", out, settings, method=method.name,
+                       label=method.label, **as_dict(options), prompting=prompting, split=config.split,
+                       value_model=value_model.config if value_model is not None else None,
+                       value_model_file=stem, **adapter_description(config))
     return name
 
 
+def _resources(config: DecodeConfig, engine: Engine, resources: Optional[Resources], stem: Optional[str],
+               reward_model: Any) -> Resources:
+    """The run's Resources on `engine`: the given ones (their loaded models kept) or new ones."""
+    resources = resources or Resources(engine=engine, max_new_tokens=config.max_new_tokens)
+    resources.engine, resources.max_new_tokens, resources.use_cache = engine, config.max_new_tokens, config.use_cache
+    if stem is not None and resources.value_model_stem != stem:
+        resources.value_model_stem, resources.loaded_value_model = stem, None
+    if resources.loaded_value_model is not None:
+        check_value_model(resources.loaded_value_model, config.model_name, engine.hidden_size())
+    resources.check_value_model = lambda vm: check_value_model(vm, config.model_name, engine.hidden_size())
+    if reward_model is not None:
+        resources.loaded_reward_model = reward_model
+    if resources.load_reward_model is None:
+        def load_reward():
+            from utils.rewards import load_reward_model
+            if config.method == "args" and config.reward_model != "vader":
+                print(f"note: ARGS scores text: each prefix is re-tokenized by {config.reward_model}'s tokenizer")
+            return load_reward_model(config.reward_model, config.device, "auto", config.batch_size,
+                                     config.trust_remote_code)
+        resources.load_reward_model = load_reward
+    if resources.load_probe_direction is None:
+        def probe():
+            from utils.methods.static_re import linear_probe_direction
+            return linear_probe_direction(load_sequences(config.output_dir, model_tag(config.model_name),
+                                                         named_dataset(config), "train"))
+        resources.load_probe_direction = probe
+    return resources

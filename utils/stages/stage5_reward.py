@@ -1,6 +1,7 @@
 """Stage 5: the average reward of a run's responses (see measure_reward.py for the files)."""
 from utils.errors import UsageError
 from utils.io import (
+    file_sha256,
     load_records,
     load_reward_record,
     output_path,
@@ -11,20 +12,25 @@ from utils.io import (
 )
 from utils.metrics import cut_at_next_turn, reward_result
 from utils.rewards import load_reward_model
-from utils.runs import BatchRun, refuse_overwrite
+from utils.runs import BatchRun, refuse_overwrite, written_with
 
 
 def run_measure_reward(args, reward_model=None):
-    """Stage 5 on parsed flags; returns the result's path (None in a process that does not write it)."""
+    """Stage 5 (a MeasureRewardConfig), skipped if its result was written from the same files and settings; returns the result's path (None in a process that does not write it)."""
     out = output_path(args.output_dir, "reward", args.out_file)
-    settings = run_settings(args)
+    responses = response_path(args.output_dir, args.out_file)
+    baseline_path = output_path(args.output_dir, "reward", args.baseline) if args.baseline else None
+    settings = run_settings(args, responses_sha256=file_sha256(responses),
+                            baseline_sha256=file_sha256(baseline_path) if baseline_path else None)
+    if written_with(out, settings):
+        print(f"{args.out_file}: already scored with these settings -> {out} (skipped)")
+        return out
     refuse_overwrite(out, settings, args.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    records = load_records(response_path(args.output_dir, args.out_file), "inference_intervention.py")
+    records = load_records(responses, "inference_intervention.py")
     baseline = None
     if args.baseline:
-        baseline = load_reward_record(output_path(args.output_dir, "reward", args.baseline),
-                                      f"measure_reward.py --out_file {args.baseline}")
+        baseline = load_reward_record(baseline_path, f"measure_reward.py --out_file {args.baseline}")
     reward_model = reward_model or load_reward_model(args.reward_model, args.device, args.dtype, args.batch_size,
                                                      args.trust_remote_code)
     # ------------------------------------------------------------------------------------------------------ run
