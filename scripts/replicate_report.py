@@ -105,7 +105,8 @@ def main(argv=None):
                      f"{base['coherence']:.3f} | {base['rep-4']:.2f} | — |")
         for name, (method, _) in METHODS.items():
             r = draw[name]
-            lines.append(f"| {draw['draw']} | {name} | {describe(r['setting'], 'static_re' if method == 'static_re' else 're_control')} "
+            kind = "static_re" if method == "static_re" else "re_control"
+            lines.append(f"| {draw['draw']} | {name} | {describe(r['setting'], kind)} "
                          f"({r['rule']} rule) | {r['average_reward']:.4f} | {r['difference']:+.4f} ± {r['se']:.4f} "
                          f"({r['se_ratio']:.1f} SE) | {r['diversity']:.3f} ({r['diversity_ratio']:.2f}x) | "
                          f"{r['coherence']:.3f} ({r['coherence_ratio']:.2f}x) | {r['rep-4']:.2f} | "

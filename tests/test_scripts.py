@@ -564,7 +564,8 @@ def test_bad_input_is_one_error_line_with_status_2(tmp_path):
     ], cwd=str(tmp_path))
     expected = ["value_model_smollm2_135M_demo_0.0001.safetensors not found",
                 "smollm2_135M_demo_response_train.json not found; run get_activations_only.py first",
-                "smollm2_135M_demo_token_wise_activations_train.safetensors not found; run get_activations_only.py first"]
+                "smollm2_135M_demo_token_wise_activations_train.safetensors not found; "
+                "run get_activations_only.py first"]
     for (code, stdout, stderr), text in zip(results, expected):
         lines = stderr.strip().splitlines()
         assert code == 2, stderr
