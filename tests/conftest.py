@@ -1,13 +1,11 @@
 """Tiny random-config models, a tiny tokenizer and small data files, all built here: nothing from a hub."""
 import json
 import os
-import sys
 
 import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 torch.set_num_threads(1)  # tiny models: threads only add contention (2 threads ran 100x slower here)
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

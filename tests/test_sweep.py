@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-from test_scripts import D, llm_args, read_json, tag
 
 import get_activations_only
 import inference_intervention
@@ -13,6 +12,7 @@ import reward_label
 import sweep
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
+from test_scripts import D, llm_args, read_json, tag
 from utils.errors import UsageError
 from utils.io import save_tensors
 
