@@ -18,7 +18,7 @@ import measure_reward
 import reward_label
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
-from test_errors import run_in_process, snapshot
+from helpers import run_in_process, snapshot
 from utils.io import save_tensors
 from utils.value_model import ValueModel, save_value_model
 

@@ -3,11 +3,12 @@ import pytest
 import torch
 
 from conftest import QUESTIONS, build_model
+from helpers import PlantedReward, planted_score, tag
 from utils.features import SequenceData
 from utils.generation import decode_rows, generate_batch, generation_config
 from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
 from utils.metrics import cut_at_next_turn
-from utils.rewards import RewardModel, VaderReward
+from utils.rewards import VaderReward
 from utils.value_model import ValueModel
 
 PROMPTS = [f"User: {q}\nAssistant:" for q in QUESTIONS[:3]]
@@ -52,21 +53,6 @@ def test_best_of_one_equals_sampling(model, tiny_tokenizer):
     assert chosen == sampled
 
 
-def planted_score(text):
-    """A planted reward that tells almost any two texts apart: the sum of the character codes, modulo 97."""
-    return float(sum(map(ord, text)) % 97)
-
-
-class PlantedReward(RewardModel):
-    name = "planted"
-
-    def inputs(self, _conversations, generations):
-        return list(generations)
-
-    def score_batch(self, texts):
-        return [planted_score(t) for t in texts]
-
-
 def test_best_of_n_keeps_the_highest_reward(model, tiny_tokenizer):
     """VADER scores a random model's text 0.0 throughout (any pick would pass): a planted reward instead, and the
     argmax worked out here from the candidates that plain sampling draws with the same seed."""
@@ -101,8 +87,7 @@ def test_cd_prefix_one_candidate_equals_sampling(model, tiny_tokenizer):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # decode_methods.py end to end; its outputs are read by stages 5 and 6
-
-from test_scripts import pipeline, qfile, tag  # noqa: E402,F401  (module fixtures: stages 1-3 on the tiny Llama)
+# (pipeline and qfile: conftest's module fixtures, stages 1-3 on the tiny Llama)
 
 
 @pytest.fixture(scope="module")

@@ -13,22 +13,15 @@ import get_activations_only
 import inference_intervention
 import reward_label
 import train_value_model
-from conftest import QUESTIONS, ROOT, write_jsonl
+from conftest import QUESTIONS, ROOT, TEST_QUESTIONS, write_jsonl
+from helpers import NEW_TOKENS, D, llm_args, read_json, tag
 from utils import cli
 from utils.data import ALIGNMENT_PROMPT
 from utils.errors import UsageError
 from utils.value_model import ValueModel, load_value_model, save_value_model
 
-D = "toy"
-NEW_TOKENS = 5
 SCRIPTS = {"get_activations_only.py": get_activations_only, "reward_label.py": reward_label,
            "train_value_model.py": train_value_model, "inference_intervention.py": inference_intervention}
-TEST_QUESTIONS = QUESTIONS[:4]
-
-
-def tag(folder):
-    """The model name in file names for a local folder: its base name."""
-    return os.path.basename(os.path.normpath(folder))
 
 
 def load(path):
@@ -36,37 +29,6 @@ def load(path):
         from safetensors.torch import load_file
         return load_file(path)["features"]
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-@pytest.fixture(scope="module")
-def qfile(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("questions")
-    for split, qs in (("train", QUESTIONS), ("test", TEST_QUESTIONS)):
-        write_jsonl(folder / f"q_{split}.jsonl", [{"question": q} for q in qs])
-    return str(folder / "q_{split}.jsonl")
-
-
-def llm_args(model_dir, out, qfile, *extra, batch_size=3):
-    return ["--model_name", model_dir, "--dataset_name", D, "--data_file", qfile, "--device", "cpu",
-            "--max_new_tokens", str(NEW_TOKENS), "--batch_size", str(batch_size), "--output_dir", out, *extra]
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, tiny_llama_dir, qfile):
-    """Stages 1-3 once on the tiny Llama folder: stage 1, stage 2 with VADER (both splits), stage 3 for 3 epochs."""
-    out = str(tmp_path_factory.mktemp("run-llama"))
-    get_activations_only.main(llm_args(tiny_llama_dir, out, qfile))
-    for mode in ("train", "test"):
-        reward_label.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--reward_model", "vader",
-                           "--mode", mode, "--device", "cpu", "--batch_size", "2", "--output_dir", out])
-    train_value_model.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--lr", "0.001", "--epochs", "3",
-                            "--batch_size", "2", "--device", "cpu", "--output_dir", out])
-    return out
 
 
 def features(out, m, name, split):

@@ -12,7 +12,7 @@ import reward_label
 import sweep
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
-from test_scripts import D, llm_args, read_json, tag
+from helpers import D, llm_args, read_json, tag
 from utils.errors import UsageError
 from utils.io import save_tensors
 
