@@ -2,6 +2,7 @@
 import importlib
 import json
 import os
+import shutil
 
 from utils import cli
 from utils.rewards import RewardModel
@@ -24,6 +25,14 @@ def llm_args(model_dir, out, qfile, *extra, batch_size=3):
     """The flags of stages 1 and 4 on a local model folder: greedy, NEW_TOKENS new tokens, on the CPU."""
     return ["--model_name", model_dir, "--dataset_name", D, "--data_file", qfile, "--device", "cpu",
             "--max_new_tokens", str(NEW_TOKENS), "--batch_size", str(batch_size), "--output_dir", out, *extra]
+
+
+def copy_of(folder, tmp_path):
+    """The test's own copy of a shared (module- or session-scoped) fixture folder, for a test that writes into it:
+    the other tests keep reading the fixture as it was built. copytree keeps the files' modification times."""
+    copy = str(tmp_path / os.path.basename(os.path.normpath(folder)))
+    shutil.copytree(folder, copy, symlinks=True)
+    return copy
 
 
 def snapshot(root):

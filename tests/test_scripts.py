@@ -14,7 +14,7 @@ import inference_intervention
 import reward_label
 import train_value_model
 from conftest import QUESTIONS, ROOT, TEST_QUESTIONS, write_jsonl
-from helpers import NEW_TOKENS, D, llm_args, read_json, tag
+from helpers import NEW_TOKENS, D, copy_of, llm_args, read_json, tag
 from utils import cli
 from utils.data import ALIGNMENT_PROMPT
 from utils.errors import UsageError
@@ -324,16 +324,17 @@ def check_responses(path, questions, prompting=False):
     return records, meta
 
 
-def test_stage4_base_equals_stage1_greedy(pipeline, tiny_llama_dir, qfile):
-    stage4(tiny_llama_dir, pipeline, qfile, batch_size=2)
-    path = os.path.join(pipeline, "response", f"{tag(tiny_llama_dir)}_{D}_base.json")
+def test_stage4_base_equals_stage1_greedy(pipeline, tiny_llama_dir, qfile, tmp_path):
+    out = copy_of(pipeline, tmp_path)
+    stage4(tiny_llama_dir, out, qfile, batch_size=2)
+    path = os.path.join(out, "response", f"{tag(tiny_llama_dir)}_{D}_base.json")
     records, meta = check_responses(path, TEST_QUESTIONS)
     assert meta["method"] == "base" and meta["step_size"] is None and meta["value_model"] is None
-    stage1 = read_json(features(pipeline, tag(tiny_llama_dir), "response", "test"))
+    stage1 = read_json(features(out, tag(tiny_llama_dir), "response", "test"))
     assert [r["results"] for r in records] == [r["results"] for r in stage1], "both are greedy decoding"
 
 
-def test_stage4_use_intervention_false_is_off(pipeline, tiny_llama_dir, qfile, tmp_path):
+def test_stage4_use_intervention_false_is_off(tiny_llama_dir, qfile, tmp_path):
     out = str(tmp_path)  # no value model here: turning the intervention on would fail
     stage4(tiny_llama_dir, out, qfile, "--use_intervention", "False", "--lr", "50", "--epochs", "5")
     assert sorted(os.listdir(os.path.join(out, "response"))) == [f"{tag(tiny_llama_dir)}_{D}_base.json",
@@ -342,11 +343,11 @@ def test_stage4_use_intervention_false_is_off(pipeline, tiny_llama_dir, qfile, t
     assert meta["method"] == "base" and meta["args"]["use_intervention"] is False
 
 
-def test_stage4_intervention(pipeline, tiny_llama_dir, qfile):
-    m = tag(tiny_llama_dir)
-    stage4(tiny_llama_dir, pipeline, qfile, "--use_intervention", "True", "--value_lr", "0.001",
+def test_stage4_intervention(pipeline, tiny_llama_dir, qfile, tmp_path):
+    m, out = tag(tiny_llama_dir), copy_of(pipeline, tmp_path)
+    stage4(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.001",
            "--epochs", "2", "--lr", "0.5")
-    path = os.path.join(pipeline, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5.json")
+    path = os.path.join(out, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5.json")
     records, meta = check_responses(path, TEST_QUESTIONS)
     assert meta["method"] == "RE-Control" and meta["step_size"] == 0.5 and meta["num_updates"] == 2
     assert meta["value_model"]["llm"] == tiny_llama_dir and meta["value_model"]["input_dim"] == 32
@@ -405,13 +406,13 @@ def test_stage4_out_of_distribution_on_a_harmfulqa_copy_with_another_data_sets_v
     assert "judge was skipped" in table
 
 
-def test_stage4_prompting_names(pipeline, tiny_llama_dir, qfile):
-    m = tag(tiny_llama_dir)
-    stage4(tiny_llama_dir, pipeline, qfile, "--prompting", "True")
-    check_responses(os.path.join(pipeline, "response", f"{m}_{D}_prompting.json"), TEST_QUESTIONS, prompting=True)
-    stage4(tiny_llama_dir, pipeline, qfile, "--prompting", "True", "--use_intervention", "True",
+def test_stage4_prompting_names(pipeline, tiny_llama_dir, qfile, tmp_path):
+    m, out = tag(tiny_llama_dir), copy_of(pipeline, tmp_path)
+    stage4(tiny_llama_dir, out, qfile, "--prompting", "True")
+    check_responses(os.path.join(out, "response", f"{m}_{D}_prompting.json"), TEST_QUESTIONS, prompting=True)
+    stage4(tiny_llama_dir, out, qfile, "--prompting", "True", "--use_intervention", "True",
            "--value_lr", "0.001", "--epochs", "2", "--lr", "0.5")
-    _, meta = check_responses(os.path.join(pipeline, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5_prompting.json"),
+    _, meta = check_responses(os.path.join(out, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5_prompting.json"),
                               TEST_QUESTIONS, prompting=True)
     assert meta["prompting"] is True and meta["method"] == "RE-Control"
 
@@ -541,6 +542,8 @@ def test_bad_input_is_one_error_line_with_status_2(tmp_path):
 
 
 def test_stage1_skips_a_split_written_with_the_same_settings(pipeline, tiny_llama_dir, qfile, capsys):
+    # On the shared folder itself, not a copy: --output_dir is one of the recorded settings, so a copy elsewhere is
+    # "a run with other settings". Passing, it writes nothing there.
     m = tag(tiny_llama_dir)
     path = features(pipeline, m, "token_wise_activations", "train")
     before = os.path.getmtime(path), open(path, "rb").read()
