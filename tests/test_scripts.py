@@ -64,7 +64,7 @@ def check_stage1_split(out, m, split, questions, num_samples=1, hidden=32):
     return feats, mask, records
 
 
-def test_stage1_files(pipeline, tiny_llama_dir):
+def test_stage1_writes_features_mask_and_responses_for_both_splits(pipeline, tiny_llama_dir):
     m = tag(tiny_llama_dir)
     assert sorted(os.listdir(os.path.join(pipeline, "features"))) == sorted(
         f"{m}_{D}_{kind}_{split}.{ext}" for split in ("train", "test")
@@ -160,7 +160,7 @@ def test_stage1_hh_rlhf_from_a_local_dataset_path(tmp_path, monkeypatch, tiny_ll
                                           "Human: Name a fruit.\n\nAssistant:")
 
 
-def test_stage1_num_samples(tmp_path, tiny_llama_dir, qfile):
+def test_stage1_num_samples_writes_that_many_responses_per_prompt_for_the_chosen_split(tmp_path, tiny_llama_dir, qfile):
     out = str(tmp_path)
     get_activations_only.main(llm_args(tiny_llama_dir, out, qfile, "--num_samples", "2", "--splits", "test"))
     m = tag(tiny_llama_dir)
@@ -227,7 +227,7 @@ def test_stage2_sequence_classification_rm(tmp_path, pipeline, tiny_llama_dir, t
 # ----------------------------------------------------------------------------------------------------------------------
 # Stage 3
 
-def test_stage3_value_model_files(pipeline, tiny_llama_dir):
+def test_stage3_writes_the_value_model_its_config_log_and_loss_plot(pipeline, tiny_llama_dir):
     stem = os.path.join(pipeline, "trained_model", f"value_model_{tag(tiny_llama_dir)}_{D}_0.001_ep3_bs2")
     assert sorted(os.listdir(os.path.join(pipeline, "trained_model"))) == sorted(
         os.path.basename(stem) + suffix for suffix in (".safetensors", ".json", "_log.csv", "_loss.png"))
@@ -343,7 +343,8 @@ def test_stage4_use_intervention_false_is_off(tiny_llama_dir, qfile, tmp_path):
     assert meta["method"] == "base" and meta["args"]["use_intervention"] is False
 
 
-def test_stage4_intervention(pipeline, tiny_llama_dir, qfile, tmp_path):
+def test_stage4_re_control_run_is_named_after_the_value_model_and_records_the_edit(pipeline, tiny_llama_dir, qfile,
+                                                                                   tmp_path):
     m, out = tag(tiny_llama_dir), copy_of(pipeline, tmp_path)
     stage4(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.001",
            "--epochs", "2", "--lr", "0.5")
@@ -406,7 +407,8 @@ def test_stage4_out_of_distribution_on_a_harmfulqa_copy_with_another_data_sets_v
     assert "judge was skipped" in table
 
 
-def test_stage4_prompting_names(pipeline, tiny_llama_dir, qfile, tmp_path):
+def test_stage4_prompting_runs_prepend_the_alignment_prompt_and_get_prompting_names(pipeline, tiny_llama_dir, qfile,
+                                                                                    tmp_path):
     m, out = tag(tiny_llama_dir), copy_of(pipeline, tmp_path)
     stage4(tiny_llama_dir, out, qfile, "--prompting", "True")
     check_responses(os.path.join(out, "response", f"{m}_{D}_prompting.json"), TEST_QUESTIONS, prompting=True)
@@ -436,7 +438,7 @@ def test_value_model_of_another_llm_is_refused(tmp_path, tiny_llama_dir, qfile):
         stage4(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.001")
 
 
-def test_gpt2_stages_1_and_4(tmp_path, tiny_gpt2_dir, qfile):
+def test_gpt2_stage4_base_equals_stage1_and_a_large_edit_changes_the_answers(tmp_path, tiny_gpt2_dir, qfile):
     out = str(tmp_path)
     m = tag(tiny_gpt2_dir)
     get_activations_only.main(llm_args(tiny_gpt2_dir, out, qfile, "--splits", "test"))
