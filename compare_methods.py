@@ -1,6 +1,7 @@
 """Every test-time method on the same test prompts, scored by stages 5-6 (and 7 when a judge is configured).
 
-    python compare_methods.py --model_name smollm2_135M --dataset_name demo --max_new_tokens 40 --output_dir runs/demo \\
+    python compare_methods.py --model_name smollm2_135M --dataset_name demo --max_new_tokens 40 \\
+        --output_dir runs/demo \\
         --settings_from results/smollm2_135M_demo_sweep.json \\
         --static_re_settings_from results/smollm2_135M_demo_sweep_static_re.json
 

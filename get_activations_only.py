@@ -12,7 +12,8 @@ Writes, for each split:
     features/{m}_{d}_mask_{split}.pth                    [responses, max_new_tokens] bool: valid steps
     features/{m}_{d}_response_{split}.json               [{prompt, response, results, conversation}, ...]
 Each batch is saved as it finishes (features/..._response_{split}.json.parts/): after a crash, the same command
-resumes; a split already written with the same settings is skipped. Under `accelerate launch --num_processes P` the batches are shared between P processes; the files are the
+resumes; a split already written with the same settings is skipped. Under `accelerate launch --num_processes P`
+the batches are shared between P processes; the files are the
 same as with one.
 Step 0 is the state after the prompt (it chooses the first token); a step is valid until the one that chose eos.
 """

@@ -4,7 +4,8 @@ The paper's command line (needs OPENAI_API_KEY, or Azure's variables):
     python gpt4_eval.py --run_name_red llama3_8B_shp_0.001_30_1.0 --run_name_blue dataset/dataset_prefer
 
 Any OpenAI-compatible server (vLLM, llama.cpp, a local test server):
-    python gpt4_eval.py --run_name_red smollm2_135M_demo_0.001_td1_vf0.1_es_10_3.0 --run_name_blue smollm2_135M_demo_base \\
+    python gpt4_eval.py --run_name_red smollm2_135M_demo_0.001_td1_vf0.1_es_10_3.0 \\
+        --run_name_blue smollm2_135M_demo_base \\
         --base_url http://127.0.0.1:8000/v1 --judge_model my-judge
 
 The judge scores both answers 1-10 and writes the two scores on its first line; the order of the two answers is

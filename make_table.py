@@ -3,7 +3,8 @@
     python make_table.py --model_name smollm2_135M --dataset_name demo --output_dir runs/demo
 
 Gathers final_reward/ (stage 5), evaluations/ (stage 6), gpt-4-evaluations/ (stage 7) and each run's generation
-time (response/RUN.meta.json) for the runs named {m}_{d}_* that answered the base run's split (a sweep's tuning runs are left out). Writes results/{m}_{d}_table.md and .csv, and
+time (response/RUN.meta.json) for the runs named {m}_{d}_* that answered the base run's split (a sweep's tuning
+runs are left out). Writes results/{m}_{d}_table.md and .csv, and
 results/{m}_{d}_rewards.png with the runs' reward distributions. The reward difference to the base run is paired
 (same prompts) with its standard error.
 """

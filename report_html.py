@@ -20,7 +20,8 @@ from utils.io import atomic_path, load_records, output_path, response_path
 from utils.names import model_tag
 from utils.table import gather
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;margin:1em 0}
 th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}th{background:#f3f3f3;cursor:pointer}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.answer{white-space:pre-wrap;max-width:520px}
 img{max-width:680px;margin:0.5em}details{margin:1em 0}summary{font-size:1.15em;font-weight:600;cursor:pointer}"""

@@ -78,8 +78,9 @@ def main():
     # ------------------------------------------------------------------------------------------------ faithfulness
     reference, bf16, errors, cosines, half_errors = [], [], [], [], []
     for enc, tokens in outputs["float32"][0]:
-        mask = torch.cat([enc["attention_mask"], torch.ones(tokens.shape[0], tokens.shape[1] - enc["input_ids"].shape[1],
-                                                            dtype=enc["attention_mask"].dtype)], dim=1)
+        new_tokens = tokens.shape[1] - enc["input_ids"].shape[1]
+        mask = torch.cat([enc["attention_mask"],
+                          torch.ones(tokens.shape[0], new_tokens, dtype=enc["attention_mask"].dtype)], dim=1)
         start = enc["input_ids"].shape[1] - 1  # the state after the prompt chooses the first new token
         a = all_states(models["float32"][0], tokens, mask)[:, start:-1].flatten(0, 1)
         b = all_states(models["bfloat16"][0], tokens, mask)[:, start:-1].flatten(0, 1)

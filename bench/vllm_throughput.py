@@ -16,9 +16,9 @@ interleaved in every round after one uncounted warm-up round:
     vllm_recontrol  + the edit inside vLLM (the same edit_states)
 RE-Control: the demo's step size and number of updates (utils.paper.default_settings) with a random
 ValueModel(576, 576, 2) (seed 0). One torch thread in this process, and vLLM's worker bound to one core
-(VLLM_CPU_OMP_THREADS_BIND "0"; --threads N: N threads and cores 0..N-1). Then one unforced pass per engine (eos ends a response, as in stage 4):
-how many responses are token-identical between HF and vLLM, plain and with RE-Control. Writes
-bench/vllm_throughput.{json,md}.
+(VLLM_CPU_OMP_THREADS_BIND "0"; --threads N: N threads and cores 0..N-1). Then one unforced pass per engine (eos ends
+a response, as in stage 4): how many responses are token-identical between HF and vLLM, plain and with RE-Control.
+Writes bench/vllm_throughput.{json,md}.
 """
 import argparse
 import os
@@ -98,8 +98,8 @@ def main():
     step_size, num_updates = default_settings("smollm2_135M", "demo")
 
     start = time.perf_counter()
-    engine = VllmEngine(embedded_model_folder(), dtype="float32", seed=0, max_model_len=1024, enforce_eager=args.enforce_eager,
-                        max_num_seqs=args.batch_size)
+    engine = VllmEngine(embedded_model_folder(), dtype="float32", seed=0, max_model_len=1024,
+                        enforce_eager=args.enforce_eager, max_num_seqs=args.batch_size)
     startup = time.perf_counter() - start
     print(f"vLLM engine started in {startup:.1f} s; {len(prompts)} prompts of {min(lengths)}-{max(lengths)} tokens, "
           f"batches of {args.batch_size}, {args.new_tokens} new tokens")
@@ -118,7 +118,8 @@ def main():
             return hf(config)
 
     variants = {"hf_plain": lambda: hf(forced), "hf_recontrol": lambda: hf_recontrol(forced),
-                "vllm_plain": lambda: vllm(False, args.new_tokens), "vllm_recontrol": lambda: vllm(True, args.new_tokens)}
+                "vllm_plain": lambda: vllm(False, args.new_tokens),
+                "vllm_recontrol": lambda: vllm(True, args.new_tokens)}
     print(f"timing: {args.repeats} counted rounds + 1 warm-up, variants interleaved: {', '.join(variants)}")
     times, outputs, _ = interleaved(variants, args.repeats)
     for name, out in outputs.items():
@@ -163,7 +164,8 @@ def main():
         f"- RE-Control: step size {step_size}, {num_updates} updates (the demo's), ValueModel({d}, {d}, 2) random "
         "(seed 0); in vLLM the same utils.intervention.edit_states on the rows that get logits",
         f"- timing: median of {args.repeats} rounds, variants interleaved ({', '.join(variants)}), one uncounted "
-        f"warm-up round; vLLM: {'enforce_eager' if args.enforce_eager else 'torch.compile'}, max_num_seqs {args.batch_size}, worker bound to core(s) "
+        f"warm-up round; vLLM: {'enforce_eager' if args.enforce_eager else 'torch.compile'}, "
+        f"max_num_seqs {args.batch_size}, worker bound to core(s) "
         f"{os.environ['VLLM_CPU_OMP_THREADS_BIND']} (its scheduler runs in another process)",
         "- same_responses_*: one unforced pass (eos ends a response), responses token-identical between the engines; "
         "the RE-Control pass uses the random value model above, not a trained one",

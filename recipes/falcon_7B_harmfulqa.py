@@ -3,9 +3,11 @@ section 6; GPU and hub access).
 
     python recipes/falcon_7B_harmfulqa.py --dry_run True                # print the stage commands
     python recipes/falcon_7B_harmfulqa.py --judge True                  # run them, with the judge (the paper's figure)
-    python recipes/falcon_7B_harmfulqa.py --judge True --from_step 5    # where recipes/falcon_7B_hh_rlhf.py already ran here
+    python recipes/falcon_7B_harmfulqa.py --judge True --from_step 5    # where recipes/falcon_7B_hh_rlhf.py
+                                                                        # already ran here
 
-Steps 1-4 are recipes/falcon_7B_hh_rlhf.py's stages 1-3 (stage 1, reward labels, the value model: trained on HH-RLHF only).
+Steps 1-4 are recipes/falcon_7B_hh_rlhf.py's stages 1-3 (stage 1, reward labels, the value model: trained on HH-RLHF
+only).
 Then the 1,960 questions of declare-lab/HarmfulQA (--dataset_name harmfulqa: its one split, 'train' on the hub,
 answers the test split) are answered by base, RE-Control and RE-Control + Prompting at HH-RLHF's alpha 0.2, 200 updates
 (no tuning on HarmfulQA), scored by the HH-RLHF reward model and stage 6, and RE-Control and RE-Control + Prompting are
@@ -25,8 +27,8 @@ from utils import cli  # noqa: E402
 from utils.recipes import OodSetting, main  # noqa: E402
 
 SETTING = OodSetting(trained=TRAINED, dataset_name="harmfulqa",
-                     reproduces="the out-of-distribution experiment, HarmfulQA / Falcon-7B with the HH-RLHF value model: "
-                                "RE-Control + Prompting has the highest judged win rate against base")
+                     reproduces="the out-of-distribution experiment, HarmfulQA / Falcon-7B with the HH-RLHF value "
+                                "model: RE-Control + Prompting has the highest judged win rate against base")
 
 if __name__ == "__main__":
     cli.main_guard(lambda: main(SETTING, __doc__))

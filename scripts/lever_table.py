@@ -26,7 +26,8 @@ def parse_args(argv=None):
 def cell_text(cell, base):
     if cell is None:
         return "none qualifies"
-    return (f"{describe(cell, ('num_updates', 'step_size'))}: {cell['paired_difference']:+.3f} ± {cell['paired_standard_error']:.3f} "
+    return (f"{describe(cell, ('num_updates', 'step_size'))}: {cell['paired_difference']:+.3f} ± "
+            f"{cell['paired_standard_error']:.3f} "
             f"({cell['paired_difference'] / cell['paired_standard_error']:.1f} SE), div "
             f"{cell['diversity'] / base['diversity']:.2f}x, coh {cell['coherence'] / base['coherence']:.2f}x")
 

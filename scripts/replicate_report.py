@@ -103,7 +103,7 @@ def main(argv=None):
         base = draw["base"]
         lines.append(f"| {draw['draw']} | Base | — | {base['average_reward']:.4f} | — | {base['diversity']:.3f} | "
                      f"{base['coherence']:.3f} | {base['rep-4']:.2f} | — |")
-        for name, (method, _) in METHODS.items():
+        for name in METHODS:
             r = draw[name]
             lines.append(f"| {draw['draw']} | {name} | {describe(r['setting'], tuple(r['setting']))} "
                          f"({r['rule']} rule) | {r['average_reward']:.4f} | {r['difference']:+.4f} ± {r['se']:.4f} "

@@ -1,13 +1,11 @@
 """Tiny random-config models, a tiny tokenizer and small data files, all built here: nothing from a hub."""
 import json
 import os
-import sys
 
 import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 torch.set_num_threads(1)  # tiny models: threads only add contention (2 threads ran 100x slower here)
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -21,6 +19,7 @@ QUESTIONS = [
     "Can you suggest a small gift for my teacher?",
     "What is a good way to learn Spanish at home?",
 ]
+TEST_QUESTIONS = QUESTIONS[:4]
 
 
 def build_tokenizer(folder):
@@ -123,3 +122,30 @@ def question_file(tmp_path):
     for split, qs in (("train", QUESTIONS), ("test", QUESTIONS[:4])):
         write_jsonl(tmp_path / f"q_{split}.jsonl", [{"question": q} for q in qs])
     return str(tmp_path / "q_{split}.jsonl")
+
+
+@pytest.fixture(scope="module")
+def qfile(tmp_path_factory):
+    """Prompts in the {split} layout (train: QUESTIONS, test: TEST_QUESTIONS), once per test module."""
+    folder = tmp_path_factory.mktemp("questions")
+    for split, qs in (("train", QUESTIONS), ("test", TEST_QUESTIONS)):
+        write_jsonl(folder / f"q_{split}.jsonl", [{"question": q} for q in qs])
+    return str(folder / "q_{split}.jsonl")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, tiny_llama_dir, qfile):
+    """Stages 1-3 once per test module on the tiny Llama folder: stage 1, stage 2 with VADER (both splits), stage 3
+    for 3 epochs. Shared by the module's tests: a test that writes into it works on a copy."""
+    import get_activations_only
+    import reward_label
+    import train_value_model
+    from helpers import D, llm_args
+    out = str(tmp_path_factory.mktemp("run-llama"))
+    get_activations_only.main(llm_args(tiny_llama_dir, out, qfile))
+    for mode in ("train", "test"):
+        reward_label.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--reward_model", "vader",
+                           "--mode", mode, "--device", "cpu", "--batch_size", "2", "--output_dir", out])
+    train_value_model.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--lr", "0.001", "--epochs", "3",
+                            "--batch_size", "2", "--device", "cpu", "--output_dir", out])
+    return out

@@ -66,8 +66,9 @@ def test_readme_example_runs(tiny_llama_dir, tmp_path, capsys):
     save_value_model(ValueModel(32, 32, 2), str(tmp_path / "vm"), llm=tiny_llama_dir)
     readme = open(os.path.join(ROOT, "README.md")).read()
     code = re.search(r"## Use from Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    value_model_path = '"runs/demo/trained_model/value_model_smollm2_135M_demo_0.001_td1_vf0.1_es"'
     code = (code.replace('"smollm2_135M"', repr(tiny_llama_dir))
-            .replace('"runs/demo/trained_model/value_model_smollm2_135M_demo_0.001_td1_vf0.1_es"', repr(str(tmp_path / "vm")))
+            .replace(value_model_path, repr(str(tmp_path / "vm")))
             .replace('"results/', '"' + os.path.join(ROOT, "results") + "/")
             .replace("max_new_tokens=40", "max_new_tokens=4").replace("epochs=20", "epochs=2"))
     exec(compile(code, "README.md", "exec"), {})

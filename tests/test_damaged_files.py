@@ -11,7 +11,6 @@ import shutil
 
 import pytest
 import torch
-from test_errors import run_in_process, snapshot
 
 import get_activations_only
 import inference_intervention
@@ -19,6 +18,7 @@ import measure_reward
 import reward_label
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
+from helpers import run_in_process, snapshot
 from utils.io import save_tensors
 from utils.value_model import ValueModel, save_value_model
 
@@ -118,29 +118,53 @@ def damage(path, how, other):
         f.write(data)
 
 
-def test_every_damaged_or_foreign_file_is_one_line_exit_2_and_writes_nothing(good, tiny_llama_dir, tmp_path, capfd):
+# The cases' names are known before any file exists: cases() only joins paths.
+CASE_NAMES = [case for case, *_ in cases("<root>", "<model folder>", "<m>")]
+assert len(set(CASE_NAMES)) == len(CASE_NAMES), "each case has its own name: its test id"
+DAMAGE_CASES = [(case, how) for case in CASE_NAMES for how in DAMAGES]
+ROWS = {}  # (case, damage) -> the message, for RECONTROL_DAMAGE_TABLE
+
+
+@pytest.fixture(scope="module", autouse=True)
+def damage_table():
+    """After the module: the Markdown table of every case and its message, where RECONTROL_DAMAGE_TABLE names a file
+    and every case passed (a partial table would drop rows from the README silently)."""
+    ROWS.clear()
+    yield
+    order = [*DAMAGE_CASES, ("value model (stage 4)", "of another LLM")]
+    if os.environ.get("RECONTROL_DAMAGE_TABLE") and all(key in ROWS for key in order):
+        with open(os.environ["RECONTROL_DAMAGE_TABLE"], "w") as f:
+            f.write("| file (read by) | damage | what the tool prints (exit status 2) |\n|---|---|---|\n")
+            f.writelines(f"| {case} | {how} | `{ROWS[case, how]}` |\n" for case, how in order)
+
+
+@pytest.mark.parametrize("case,how", DAMAGE_CASES, ids=[f"{case}, {how}" for case, how in DAMAGE_CASES])
+def test_damaged_or_foreign_file_is_one_line_exit_2_and_writes_nothing(good, tiny_llama_dir, tmp_path, capfd, case,
+                                                                        how):
     root, m = good
-    rows = []
-    for number, (case, path, command, other) in enumerate(cases(root, tiny_llama_dir, m)):
-        for how in DAMAGES:
-            work = str(tmp_path / f"{number}-{how.replace(' ', '_')}")
-            shutil.copytree(root, work)
-            here = dict(zip(["path", "command", "other"], [p.replace(root, work) if isinstance(p, str) else
-                                                           [c.replace(root, work) for c in p]
-                                                           for p in (path, command, other)]))
-            damage(here["path"], how, here["other"])
-            before = snapshot(work)
-            code, stdout, stderr = run_in_process(here["command"], capfd)
-            lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line
-                     and not line.startswith(("Loading weights", "note:"))]
-            label = f"{case}, {how}"
-            assert code == 2, f"{label}: exit {code}\n{stderr[-3000:]}"
-            assert len(lines) == 1 and lines[0].startswith("error: "), f"{label}: {stderr[-3000:]}"
-            assert "Traceback" not in stdout + stderr, label
-            assert os.path.basename(here["path"]) in lines[0], f"{label}: the message names the file: {lines[0]}"
-            assert snapshot(work) == before, f"{label}: a refused command writes nothing"
-            rows.append((case, how, lines[0].replace(work, "…").replace(tiny_llama_dir, "<model folder>")))
-    # a value model made for another LLM
+    path, command, other = {name: rest for name, *rest in cases(root, tiny_llama_dir, m)}[case]
+    work = str(tmp_path / "run")
+    shutil.copytree(root, work)
+    here = dict(zip(["path", "command", "other"], [p.replace(root, work) if isinstance(p, str) else
+                                                   [c.replace(root, work) for c in p]
+                                                   for p in (path, command, other)]))
+    damage(here["path"], how, here["other"])
+    before = snapshot(work)
+    code, stdout, stderr = run_in_process(here["command"], capfd)
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line
+             and not line.startswith(("Loading weights", "note:"))]
+    label = f"{case}, {how}"
+    assert code == 2, f"{label}: exit {code}\n{stderr[-3000:]}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{label}: {stderr[-3000:]}"
+    assert "Traceback" not in stdout + stderr, label
+    assert os.path.basename(here["path"]) in lines[0], f"{label}: the message names the file: {lines[0]}"
+    assert snapshot(work) == before, f"{label}: a refused command writes nothing"
+    ROWS[case, how] = lines[0].replace(work, "…").replace(tiny_llama_dir, "<model folder>")
+
+
+def test_value_model_made_for_another_llm_is_one_line_exit_2_and_writes_nothing(good, tiny_llama_dir, tmp_path,
+                                                                                capfd):
+    root, m = good
     work = str(tmp_path / "other-llm")
     shutil.copytree(root, work)
     vm = cases(work, tiny_llama_dir, m)[0]
@@ -149,9 +173,5 @@ def test_every_damaged_or_foreign_file_is_one_line_exit_2_and_writes_nothing(goo
     before = snapshot(work)
     code, _, stderr = run_in_process(vm[2], capfd)
     assert code == 2 and "trained on another/llm's states" in stderr and snapshot(work) == before
-    rows.append(("value model (stage 4)", "of another LLM", stderr.strip().splitlines()[-1].replace(work, "…")
-                 .replace(tiny_llama_dir, "<model folder>")))
-    if os.environ.get("RECONTROL_DAMAGE_TABLE"):
-        with open(os.environ["RECONTROL_DAMAGE_TABLE"], "w") as f:
-            f.write("| file (read by) | damage | what the tool prints (exit status 2) |\n|---|---|---|\n")
-            f.writelines(f"| {case} | {how} | `{message}` |\n" for case, how, message in rows)
+    ROWS["value model (stage 4)", "of another LLM"] = (stderr.strip().splitlines()[-1].replace(work, "…")
+                                                        .replace(tiny_llama_dir, "<model folder>"))

@@ -110,7 +110,7 @@ def test_unknown_model_gets_the_user_prefix_and_no_chat_template(tiny_llama_dir)
     assert not resolve_model("smollm2_135M", chat_template=False).chat_template
 
 
-def test_chat_template_format(tiny_tokenizer):
+def test_chat_template_formats_single_and_multi_turn_prompts_as_chatml(tiny_tokenizer):
     spec = resolve_model("smollm2_135M")
     assert spec.chat_template
     single = format_prompt([("user", "Why is the sky blue?")], spec, tiny_tokenizer)
@@ -132,7 +132,7 @@ def test_alignment_prompt_plain_and_chat(tiny_tokenizer):
     assert "curious user" in ALIGNMENT_PROMPT and "polite answers" in ALIGNMENT_PROMPT
 
 
-def test_conversation_text():
+def test_conversation_text_is_human_assistant_turns():
     assert conversation_text([("user", "q")]) == "Human: q\n\nAssistant:"
     assert conversation_text(parse_hh_dialogue(MULTI_TURN)) == (
         "Human: What should I cook tonight?\n\nAssistant: How about pasta?\n\n"
@@ -168,7 +168,7 @@ def test_read_json_lines_with_blank_lines(tmp_path):
     assert read_records_file(str(path)) == [{"question": "a"}, {"question": "b"}]
 
 
-def test_split_placeholder(tmp_path):
+def test_split_placeholder_in_data_file_reads_each_splits_file(tmp_path):
     write_jsonl(tmp_path / "d_train.jsonl", [{"question": "train one"}, {"question": "train two"}])
     write_jsonl(tmp_path / "d_test.jsonl", [{"question": "test one"}])
     pattern = str(tmp_path / "d_{split}.jsonl")
@@ -177,7 +177,7 @@ def test_split_placeholder(tmp_path):
     assert load_records("whatever", "test", data_file=pattern) == [{"question": "test one"}]
 
 
-def test_shp_json_lines_file(tmp_path, tiny_tokenizer):
+def test_shp_json_lines_file_gives_human_assistant_prompts_from_history(tmp_path, tiny_tokenizer):
     rows = [{"post_id": "p1", "history": "Is it rude to recline my seat on a plane?", "__index_level_0__": 7},
             {"post_id": "p2", "history": "How do I start running at forty?", "__index_level_0__": 12}]
     path = write_jsonl(tmp_path / "shp_test.jsonl", rows)
@@ -203,7 +203,7 @@ def test_load_prompts_with_alignment_prompt_keeps_conversation_clean(question_fi
     assert all(ALIGNMENT_PROMPT not in p["conversation"] for p in prompts)
 
 
-def test_limit(question_file, tiny_tokenizer):
+def test_limit_keeps_the_first_prompts_in_file_order(question_file, tiny_tokenizer):
     prompts = load_prompts(namespace(question_file, limit=2), "train", resolve_model("vicuna_7B"), tiny_tokenizer)
     assert [p["conversation"] for p in prompts] == ["Human: How do I make a good cup of coffee?\n\nAssistant:",
                                                     "Human: My dog died yesterday and I feel awful. How do I cope?"
@@ -213,14 +213,14 @@ def test_limit(question_file, tiny_tokenizer):
 @pytest.mark.parametrize("content,match", [("", "empty"), ("  \n\n ", "empty"),
                                            ('{"question": "a"}\n{"question": \n', "line 2"),
                                            ("[1, 2, 3]", "JSON objects"), ("[]", "no records")])
-def test_bad_data_files(tmp_path, content, match):
+def test_empty_malformed_or_non_object_records_file_is_refused(tmp_path, content, match):
     path = tmp_path / "bad.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UsageError, match=match):
         read_records_file(str(path))
 
 
-def test_missing_data_file(tmp_path):
+def test_missing_data_file_is_refused_as_not_found(tmp_path):
     with pytest.raises(UsageError, match="not found"):
         load_records("toy", "test", data_file=str(tmp_path / "nothing_{split}.jsonl"))
 
@@ -231,7 +231,7 @@ def test_records_without_prompt_field_refused_by_load_prompts(tmp_path, tiny_tok
         load_prompts(namespace(path), "test", resolve_model("vicuna_7B"), tiny_tokenizer)
 
 
-def test_unknown_dataset_name():
+def test_unknown_dataset_name_is_refused():
     with pytest.raises(UsageError, match="unknown dataset 'nope'"):
         load_records("nope", "test")
 

@@ -3,7 +3,6 @@ exits with status 2, prints no traceback, and leaves the output folder as it was
 
 RECONTROL_ERROR_TABLE=path pytest tests/test_errors.py writes the cases and their messages as a Markdown table
 (the README's "When things go wrong")."""
-import importlib
 import json
 import os
 import resource
@@ -14,22 +13,12 @@ import pytest
 import torch
 
 from conftest import QUESTIONS, ROOT, write_jsonl
-from utils import cli
+from helpers import run_in_process, snapshot
 from utils.features import write_rows
 from utils.io import save_tensors
 from utils.value_model import ValueModel, save_value_model
 
 D = "toy"
-
-
-def snapshot(root):
-    files = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                files[os.path.relpath(path, root)] = f.read()
-    return files
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +122,8 @@ def cases(model_dir, root, m):
                                                            D, "--output_dir", os.path.join(root, "pickled")],
          "as a tensor file"),
         ("step size alpha < 0", [*stage4, "--lr", "-1"], "argument --lr/--step_size: must be >= 0.0, got -1"),
-        ("number of updates n < 0", [*stage4, "--epochs", "-1"], "argument --epochs/--num_updates: must be >= 0, got -1"),
+        ("number of updates n < 0", [*stage4, "--epochs", "-1"],
+         "argument --epochs/--num_updates: must be >= 0, got -1"),
         ("batch size 0", [*stage4, "--batch_size", "0"], "argument --batch_size: must be >= 1, got 0"),
         ("--limit 0", [*stage4, "--limit", "0"], "argument --limit: must be >= 1, got 0"),
         ("--settings_from a file that is not a sweep result", [*stage4, "--use_intervention", "True", "--value_lr",
@@ -155,19 +145,6 @@ def run(command, cwd, **kwargs):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, os.path.join(ROOT, command[0]), *command[1:]], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def run_in_process(command, capfd):
-    """The script's own entry point (main_guard(main)) in this process: (exit status, stdout, stderr)."""
-    module = importlib.import_module(command[0].removesuffix(".py"))
-    capfd.readouterr()
-    try:
-        cli.main_guard(lambda: module.main(command[1:]))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def test_every_bad_input_is_one_line_exit_2_and_changes_nothing(work, tiny_llama_dir, capfd):

@@ -60,7 +60,7 @@ def test_measure_reward_paired_difference(tmp_path):
 
 
 @pytest.mark.parametrize("rm_fixture", ["tiny_seqcls_rm_dir", "tiny_ultrarm_dir"])
-def test_measure_reward_with_model_reward(tmp_path, request, rm_fixture):
+def test_measure_reward_with_a_reward_model_equals_its_scores_by_hand(tmp_path, request, rm_fixture):
     folder = request.getfixturevalue(rm_fixture)
     out = str(tmp_path)
     write_run(out, "run", RECORDS)
@@ -129,7 +129,7 @@ def test_coherence_with_the_offline_minilm_folder():
     assert related > unrelated
 
 
-def test_metrics_script_golden(tmp_path, tiny_bert_dir):
+def test_metrics_script_rep_n_diversity_and_length_equal_hand_counts(tmp_path, tiny_bert_dir):
     out = str(tmp_path)
     write_run(out, "run", RECORDS)
     metrics.main(["--run_name", "run", "--output_dir", out, "--embedding_model", tiny_bert_dir])

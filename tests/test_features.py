@@ -76,7 +76,8 @@ def test_train_value_model_reads_the_original_padded_layout(tmp_path):
         train_value_model.main(["--model_name", M, "--dataset_name", D, "--lr", "0.01", "--epochs", "2",
                                 "--batch_size", "4", "--device", "cpu", "--output_dir", root])
         from utils.value_model import load_value_model
-        weights.append(load_value_model(os.path.join(root, "trained_model", f"value_model_{M}_{D}_0.01_ep2_bs4")).state_dict())
+        folder = os.path.join(root, "trained_model", f"value_model_{M}_{D}_0.01_ep2_bs4")
+        weights.append(load_value_model(folder).state_dict())
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
 

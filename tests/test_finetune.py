@@ -1,7 +1,6 @@
 """The fine-tuning baselines (finetune_baseline.py) on the tiny Llama: preference pairs, two-step DPO and RLOO runs
 whose adapters stage 4 loads, a zero learning rate that answers like base, and names that never collide."""
 import argparse
-import json
 import os
 
 import pytest
@@ -12,6 +11,7 @@ import get_activations_only
 import inference_intervention
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
+from helpers import copy_of, read_json, tag
 from utils.errors import UsageError
 from utils.io import save_tensors
 from utils.models import resolve_model
@@ -19,15 +19,6 @@ from utils.stages.finetune import dataset_pairs, preference_data, rollout_pairs
 
 D = "toy"
 NEW = 4
-
-
-def tag(folder):
-    return os.path.basename(os.path.normpath(folder))
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -130,9 +121,9 @@ def stage4(model_dir, out, qfile, *extra):
 
 
 @pytest.mark.parametrize("method,name", [("dpo", "DPO"), ("rloo", "RLOO")])
-def test_two_step_runs_write_an_adapter_that_stage_4_loads(tuned, tiny_llama_dir, qfile, method, name):
+def test_two_step_runs_write_an_adapter_that_stage_4_loads(tuned, tiny_llama_dir, qfile, method, name, tmp_path):
     from safetensors.torch import load_file
-    m = tag(tiny_llama_dir)
+    m, tuned = tag(tiny_llama_dir), copy_of(tuned, tmp_path)
     folder = os.path.join(tuned, "trained_model", f"{m}_{D}_{method}_lora")
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(os.listdir(folder))
     meta = read_json(folder + ".meta.json")
@@ -152,7 +143,7 @@ def test_adapter_changes_the_model_and_zero_learning_rate_answers_like_base(tune
     """A zero learning rate leaves LoRA's B at zero: merged, the 'fine-tuned' model answers exactly like base. The
     trained DPO adapter, merged, does change the weights (so --adapter is not ignored)."""
     from utils.models import load_model_and_tokenizer
-    m = tag(tiny_llama_dir)
+    m, tuned = tag(tiny_llama_dir), copy_of(tuned, tmp_path)
     stage4(tiny_llama_dir, tuned, qfile)
     stage4(tiny_llama_dir, tuned, qfile, "--adapter", os.path.join(tuned, "trained_model", "zero_lr_lora"))
     base = read_json(os.path.join(tuned, "response", f"{m}_{D}_base.json"))
@@ -165,8 +156,8 @@ def test_adapter_changes_the_model_and_zero_learning_rate_answers_like_base(tune
     assert len(same) == len(plain.state_dict()) and not all(same)
 
 
-def test_re_control_on_the_fine_tuned_model_reuses_the_value_model_by_path(tuned, tiny_llama_dir, qfile):
-    m = tag(tiny_llama_dir)
+def test_re_control_on_the_fine_tuned_model_reuses_the_value_model_by_path(tuned, tiny_llama_dir, qfile, tmp_path):
+    m, tuned = tag(tiny_llama_dir), copy_of(tuned, tmp_path)
     adapter = os.path.join(tuned, "trained_model", f"{m}_{D}_dpo_lora")
     with pytest.raises(UsageError, match="reuse the base model's with --value_model"):
         stage4(tiny_llama_dir, tuned, qfile, "--adapter", adapter, "--use_intervention", "True", "--value_lr",
@@ -218,11 +209,11 @@ def test_ppo_is_refused_with_the_way_to_rloo_and_vllm_with_an_adapter(tmp_path):
         resolve_model("smollm2_135M", None, str(tmp_path))
 
 
-def test_compare_methods_adds_the_fine_tuning_rows_and_their_costs(tuned, tiny_llama_dir, qfile):
+def test_compare_methods_adds_the_fine_tuning_rows_and_their_costs(tuned, tiny_llama_dir, qfile, tmp_path):
     import csv
 
     import compare_methods
-    m = tag(tiny_llama_dir)
+    m, tuned = tag(tiny_llama_dir), copy_of(tuned, tmp_path)
     compare_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--device", "cpu", "--max_new_tokens",
                           str(NEW), "--batch_size", "2", "--output_dir", tuned, "--lr", "1.0", "--epochs", "2",
                           "--data_file", qfile, "--methods", "re_control", "--dpo_adapter",

@@ -103,7 +103,7 @@ def result(out, name="red_blue"):
         return json.load(f)
 
 
-def test_counts_are_exact(tmp_path, server, monkeypatch):
+def test_judge_counts_are_exact_failures_retried_once_and_the_key_never_written(tmp_path, server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-key")
     out = str(tmp_path)
     write_runs(out, len(BEHAVIOUR))
@@ -216,7 +216,7 @@ def test_unreachable_judge_is_one_clear_error(tmp_path):
         gpt4_eval.main(judge_args(out, "http://127.0.0.1:9/v1"))
 
 
-def test_no_judge_configured(tmp_path, monkeypatch):
+def test_judge_without_an_api_key_or_endpoint_is_refused(tmp_path, monkeypatch):
     for var in ("OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     out = str(tmp_path)

@@ -3,11 +3,12 @@ import pytest
 import torch
 
 from conftest import QUESTIONS, build_model
+from helpers import PlantedReward, copy_of, planted_score, tag
 from utils.features import SequenceData
 from utils.generation import decode_rows, generate_batch, generation_config
 from utils.methods import StaticIntervention, args_decode, best_of_n, cd_prefix_decode, linear_probe_direction
 from utils.metrics import cut_at_next_turn
-from utils.rewards import RewardModel, VaderReward
+from utils.rewards import VaderReward
 from utils.value_model import ValueModel
 
 PROMPTS = [f"User: {q}\nAssistant:" for q in QUESTIONS[:3]]
@@ -52,21 +53,6 @@ def test_best_of_one_equals_sampling(model, tiny_tokenizer):
     assert chosen == sampled
 
 
-def planted_score(text):
-    """A planted reward that tells almost any two texts apart: the sum of the character codes, modulo 97."""
-    return float(sum(map(ord, text)) % 97)
-
-
-class PlantedReward(RewardModel):
-    name = "planted"
-
-    def inputs(self, _conversations, generations):
-        return list(generations)
-
-    def score_batch(self, texts):
-        return [planted_score(t) for t in texts]
-
-
 def test_best_of_n_keeps_the_highest_reward(model, tiny_tokenizer):
     """VADER scores a random model's text 0.0 throughout (any pick would pass): a planted reward instead, and the
     argmax worked out here from the candidates that plain sampling draws with the same seed."""
@@ -101,8 +87,7 @@ def test_cd_prefix_one_candidate_equals_sampling(model, tiny_tokenizer):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # decode_methods.py end to end; its outputs are read by stages 5 and 6
-
-from test_scripts import pipeline, qfile, tag  # noqa: E402,F401  (module fixtures: stages 1-3 on the tiny Llama)
+# (pipeline and qfile: conftest's module fixtures, stages 1-3 on the tiny Llama)
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +112,15 @@ def varied(pipeline, tiny_llama_dir, tmp_path_factory):
     ("args", ["--top_k", "3", "--weight", "1.0"], "args_3_1.0"),
     ("cd_prefix", ["--num_candidates", "2", "--block_size", "2"], "cd_prefix_0.001_ep3_bs2_2_2"),
 ])
-def test_decode_methods_outputs_are_read_by_stages_5_and_6(varied, tiny_llama_dir, qfile, method, extra, name):
+def test_decode_methods_outputs_are_read_by_stages_5_and_6(varied, tiny_llama_dir, qfile, method, extra, name,
+                                                           tmp_path):
     import json
     import os
 
     import decode_methods
     import measure_reward
     import metrics
-    m = tag(tiny_llama_dir)
+    m, varied = tag(tiny_llama_dir), copy_of(varied, tmp_path)
     decode_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--data_file", qfile, "--device",
                          "cpu", "--max_new_tokens", "4", "--batch_size", "2", "--output_dir", varied,
                          "--method", method, *extra])
@@ -193,13 +179,14 @@ def judge_against_base(out, red, blue):
         return json.load(f)
 
 
-def test_compare_methods_writes_one_row_per_method(varied, tiny_llama_dir, qfile, monkeypatch):
+def test_compare_methods_writes_one_row_per_method(varied, tiny_llama_dir, qfile, monkeypatch, tmp_path):
     import csv
     import os
 
     from transformers import AutoModelForCausalLM
 
     import compare_methods
+    varied = copy_of(varied, tmp_path)
     loads, original = [], AutoModelForCausalLM.from_pretrained
 
     def counting(*args, **kwargs):

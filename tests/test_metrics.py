@@ -22,7 +22,7 @@ def test_rep_n_of_short_text():
     assert diversity(["hello"]) == pytest.approx(0.0)
 
 
-def test_cut_at_next_turn():
+def test_cut_at_next_turn_drops_the_next_user_or_human_turn_and_strips():
     assert cut_at_next_turn("Sure, here it is.\nUser: and more?") == "Sure, here it is."
     assert cut_at_next_turn(" fine \n\nHuman: next") == "fine"
     assert cut_at_next_turn("no marker") == "no marker"

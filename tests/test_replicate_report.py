@@ -3,14 +3,10 @@ pooled figure, against numbers computed by hand."""
 import json
 import math
 import os
-import sys
 
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import replicate_report  # noqa: E402
+import replicate_report
 
 M = "smollm2_135M_demo"
 

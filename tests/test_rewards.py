@@ -26,7 +26,7 @@ POSITIVE = "This is wonderful, thank you so much, I love it! Great and happy."
 NEGATIVE = "This is terrible and awful. I hate it, it is sad and horrible."
 
 
-def test_normalize_markers():
+def test_normalize_markers_maps_user_assistant_to_human_assistant():
     assert normalize_markers("USER: hi ASSISTANT: yo") == "Human: hi Assistant: yo"
     assert normalize_markers("Human: hi\n\nAssistant:") == "Human: hi\n\nAssistant:"
 
@@ -78,7 +78,9 @@ def one_at_a_time(reward_model):
     return [reward_model.score([c], [g], progress=False)[0] for c, g in zip(CONVERSATIONS, GENERATIONS)]
 
 
-def test_backends_are_recognised(seqcls_rm, ultrarm, tiny_seqcls_rm_dir, tiny_ultrarm_dir):
+def test_classifier_and_ultrarm_reward_models_get_their_own_heads_and_right_padding(seqcls_rm, ultrarm,
+                                                                                     tiny_seqcls_rm_dir,
+                                                                                     tiny_ultrarm_dir):
     assert isinstance(seqcls_rm, TransformerReward) and seqcls_rm.head == "classifier"
     assert isinstance(ultrarm, TransformerReward) and ultrarm.head == "regression_head"
     assert is_ultrarm(tiny_ultrarm_dir) and not is_ultrarm(tiny_seqcls_rm_dir)

@@ -13,22 +13,15 @@ import get_activations_only
 import inference_intervention
 import reward_label
 import train_value_model
-from conftest import QUESTIONS, ROOT, write_jsonl
+from conftest import QUESTIONS, ROOT, TEST_QUESTIONS, write_jsonl
+from helpers import NEW_TOKENS, D, copy_of, llm_args, read_json, tag
 from utils import cli
 from utils.data import ALIGNMENT_PROMPT
 from utils.errors import UsageError
 from utils.value_model import ValueModel, load_value_model, save_value_model
 
-D = "toy"
-NEW_TOKENS = 5
 SCRIPTS = {"get_activations_only.py": get_activations_only, "reward_label.py": reward_label,
            "train_value_model.py": train_value_model, "inference_intervention.py": inference_intervention}
-TEST_QUESTIONS = QUESTIONS[:4]
-
-
-def tag(folder):
-    """The model name in file names for a local folder: its base name."""
-    return os.path.basename(os.path.normpath(folder))
 
 
 def load(path):
@@ -36,37 +29,6 @@ def load(path):
         from safetensors.torch import load_file
         return load_file(path)["features"]
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-@pytest.fixture(scope="module")
-def qfile(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("questions")
-    for split, qs in (("train", QUESTIONS), ("test", TEST_QUESTIONS)):
-        write_jsonl(folder / f"q_{split}.jsonl", [{"question": q} for q in qs])
-    return str(folder / "q_{split}.jsonl")
-
-
-def llm_args(model_dir, out, qfile, *extra, batch_size=3):
-    return ["--model_name", model_dir, "--dataset_name", D, "--data_file", qfile, "--device", "cpu",
-            "--max_new_tokens", str(NEW_TOKENS), "--batch_size", str(batch_size), "--output_dir", out, *extra]
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, tiny_llama_dir, qfile):
-    """Stages 1-3 once on the tiny Llama folder: stage 1, stage 2 with VADER (both splits), stage 3 for 3 epochs."""
-    out = str(tmp_path_factory.mktemp("run-llama"))
-    get_activations_only.main(llm_args(tiny_llama_dir, out, qfile))
-    for mode in ("train", "test"):
-        reward_label.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--reward_model", "vader",
-                           "--mode", mode, "--device", "cpu", "--batch_size", "2", "--output_dir", out])
-    train_value_model.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--lr", "0.001", "--epochs", "3",
-                            "--batch_size", "2", "--device", "cpu", "--output_dir", out])
-    return out
 
 
 def features(out, m, name, split):
@@ -102,7 +64,7 @@ def check_stage1_split(out, m, split, questions, num_samples=1, hidden=32):
     return feats, mask, records
 
 
-def test_stage1_files(pipeline, tiny_llama_dir):
+def test_stage1_writes_features_mask_and_responses_for_both_splits(pipeline, tiny_llama_dir):
     m = tag(tiny_llama_dir)
     assert sorted(os.listdir(os.path.join(pipeline, "features"))) == sorted(
         f"{m}_{D}_{kind}_{split}.{ext}" for split in ("train", "test")
@@ -198,7 +160,7 @@ def test_stage1_hh_rlhf_from_a_local_dataset_path(tmp_path, monkeypatch, tiny_ll
                                           "Human: Name a fruit.\n\nAssistant:")
 
 
-def test_stage1_num_samples(tmp_path, tiny_llama_dir, qfile):
+def test_stage1_num_samples_writes_that_many_responses_per_prompt_for_the_chosen_split(tmp_path, tiny_llama_dir, qfile):
     out = str(tmp_path)
     get_activations_only.main(llm_args(tiny_llama_dir, out, qfile, "--num_samples", "2", "--splits", "test"))
     m = tag(tiny_llama_dir)
@@ -265,7 +227,7 @@ def test_stage2_sequence_classification_rm(tmp_path, pipeline, tiny_llama_dir, t
 # ----------------------------------------------------------------------------------------------------------------------
 # Stage 3
 
-def test_stage3_value_model_files(pipeline, tiny_llama_dir):
+def test_stage3_writes_the_value_model_its_config_log_and_loss_plot(pipeline, tiny_llama_dir):
     stem = os.path.join(pipeline, "trained_model", f"value_model_{tag(tiny_llama_dir)}_{D}_0.001_ep3_bs2")
     assert sorted(os.listdir(os.path.join(pipeline, "trained_model"))) == sorted(
         os.path.basename(stem) + suffix for suffix in (".safetensors", ".json", "_log.csv", "_loss.png"))
@@ -362,16 +324,17 @@ def check_responses(path, questions, prompting=False):
     return records, meta
 
 
-def test_stage4_base_equals_stage1_greedy(pipeline, tiny_llama_dir, qfile):
-    stage4(tiny_llama_dir, pipeline, qfile, batch_size=2)
-    path = os.path.join(pipeline, "response", f"{tag(tiny_llama_dir)}_{D}_base.json")
+def test_stage4_base_equals_stage1_greedy(pipeline, tiny_llama_dir, qfile, tmp_path):
+    out = copy_of(pipeline, tmp_path)
+    stage4(tiny_llama_dir, out, qfile, batch_size=2)
+    path = os.path.join(out, "response", f"{tag(tiny_llama_dir)}_{D}_base.json")
     records, meta = check_responses(path, TEST_QUESTIONS)
     assert meta["method"] == "base" and meta["step_size"] is None and meta["value_model"] is None
-    stage1 = read_json(features(pipeline, tag(tiny_llama_dir), "response", "test"))
+    stage1 = read_json(features(out, tag(tiny_llama_dir), "response", "test"))
     assert [r["results"] for r in records] == [r["results"] for r in stage1], "both are greedy decoding"
 
 
-def test_stage4_use_intervention_false_is_off(pipeline, tiny_llama_dir, qfile, tmp_path):
+def test_stage4_use_intervention_false_is_off(tiny_llama_dir, qfile, tmp_path):
     out = str(tmp_path)  # no value model here: turning the intervention on would fail
     stage4(tiny_llama_dir, out, qfile, "--use_intervention", "False", "--lr", "50", "--epochs", "5")
     assert sorted(os.listdir(os.path.join(out, "response"))) == [f"{tag(tiny_llama_dir)}_{D}_base.json",
@@ -380,11 +343,12 @@ def test_stage4_use_intervention_false_is_off(pipeline, tiny_llama_dir, qfile, t
     assert meta["method"] == "base" and meta["args"]["use_intervention"] is False
 
 
-def test_stage4_intervention(pipeline, tiny_llama_dir, qfile):
-    m = tag(tiny_llama_dir)
-    stage4(tiny_llama_dir, pipeline, qfile, "--use_intervention", "True", "--value_lr", "0.001",
+def test_stage4_re_control_run_is_named_after_the_value_model_and_records_the_edit(pipeline, tiny_llama_dir, qfile,
+                                                                                   tmp_path):
+    m, out = tag(tiny_llama_dir), copy_of(pipeline, tmp_path)
+    stage4(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.001",
            "--epochs", "2", "--lr", "0.5")
-    path = os.path.join(pipeline, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5.json")
+    path = os.path.join(out, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5.json")
     records, meta = check_responses(path, TEST_QUESTIONS)
     assert meta["method"] == "RE-Control" and meta["step_size"] == 0.5 and meta["num_updates"] == 2
     assert meta["value_model"]["llm"] == tiny_llama_dir and meta["value_model"]["input_dim"] == 32
@@ -443,13 +407,14 @@ def test_stage4_out_of_distribution_on_a_harmfulqa_copy_with_another_data_sets_v
     assert "judge was skipped" in table
 
 
-def test_stage4_prompting_names(pipeline, tiny_llama_dir, qfile):
-    m = tag(tiny_llama_dir)
-    stage4(tiny_llama_dir, pipeline, qfile, "--prompting", "True")
-    check_responses(os.path.join(pipeline, "response", f"{m}_{D}_prompting.json"), TEST_QUESTIONS, prompting=True)
-    stage4(tiny_llama_dir, pipeline, qfile, "--prompting", "True", "--use_intervention", "True",
+def test_stage4_prompting_runs_prepend_the_alignment_prompt_and_get_prompting_names(pipeline, tiny_llama_dir, qfile,
+                                                                                    tmp_path):
+    m, out = tag(tiny_llama_dir), copy_of(pipeline, tmp_path)
+    stage4(tiny_llama_dir, out, qfile, "--prompting", "True")
+    check_responses(os.path.join(out, "response", f"{m}_{D}_prompting.json"), TEST_QUESTIONS, prompting=True)
+    stage4(tiny_llama_dir, out, qfile, "--prompting", "True", "--use_intervention", "True",
            "--value_lr", "0.001", "--epochs", "2", "--lr", "0.5")
-    _, meta = check_responses(os.path.join(pipeline, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5_prompting.json"),
+    _, meta = check_responses(os.path.join(out, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5_prompting.json"),
                               TEST_QUESTIONS, prompting=True)
     assert meta["prompting"] is True and meta["method"] == "RE-Control"
 
@@ -473,7 +438,7 @@ def test_value_model_of_another_llm_is_refused(tmp_path, tiny_llama_dir, qfile):
         stage4(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.001")
 
 
-def test_gpt2_stages_1_and_4(tmp_path, tiny_gpt2_dir, qfile):
+def test_gpt2_stage4_base_equals_stage1_and_a_large_edit_changes_the_answers(tmp_path, tiny_gpt2_dir, qfile):
     out = str(tmp_path)
     m = tag(tiny_gpt2_dir)
     get_activations_only.main(llm_args(tiny_gpt2_dir, out, qfile, "--splits", "test"))
@@ -564,7 +529,8 @@ def test_bad_input_is_one_error_line_with_status_2(tmp_path):
     ], cwd=str(tmp_path))
     expected = ["value_model_smollm2_135M_demo_0.0001.safetensors not found",
                 "smollm2_135M_demo_response_train.json not found; run get_activations_only.py first",
-                "smollm2_135M_demo_token_wise_activations_train.safetensors not found; run get_activations_only.py first"]
+                "smollm2_135M_demo_token_wise_activations_train.safetensors not found; "
+                "run get_activations_only.py first"]
     for (code, stdout, stderr), text in zip(results, expected):
         lines = stderr.strip().splitlines()
         assert code == 2, stderr
@@ -578,6 +544,8 @@ def test_bad_input_is_one_error_line_with_status_2(tmp_path):
 
 
 def test_stage1_skips_a_split_written_with_the_same_settings(pipeline, tiny_llama_dir, qfile, capsys):
+    # On the shared folder itself, not a copy: --output_dir is one of the recorded settings, so a copy elsewhere is
+    # "a run with other settings". Passing, it writes nothing there.
     m = tag(tiny_llama_dir)
     path = features(pipeline, m, "token_wise_activations", "train")
     before = os.path.getmtime(path), open(path, "rb").read()

@@ -25,7 +25,7 @@ def read_json(path):
         return json.load(f)
 
 
-def test_smollm2_pipeline(tmp_path):
+def test_smollm2_stages_1_to_4_with_the_demos_default_step_size_and_updates(tmp_path):
     out = str(tmp_path / "out")
     for split, qs in QUESTIONS.items():
         with open(tmp_path / f"q_{split}.jsonl", "w") as f:

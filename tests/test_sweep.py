@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-from test_scripts import D, llm_args, read_json, tag
 
 import get_activations_only
 import inference_intervention
@@ -13,6 +12,7 @@ import reward_label
 import sweep
 import train_value_model
 from conftest import QUESTIONS, write_jsonl
+from helpers import D, copy_of, llm_args, read_json, tag
 from utils.errors import UsageError
 from utils.io import save_tensors
 
@@ -39,6 +39,13 @@ def swept(tmp_path_factory, tiny_llama_dir):
                       "--embedding_model", "minilm")
     sweep.main(common + ["--step_sizes", "0.5,50", "--num_updates", "1,3"])
     return out, qfile, common
+
+
+def own_copy(swept, tmp_path):
+    """(out, qfile, common) of a copy of the swept folder, for a test that writes into it."""
+    out, qfile, common = swept
+    copy = copy_of(out, tmp_path)
+    return copy, qfile, [copy if arg == out else arg for arg in common]
 
 
 def cell_scores(out, run):
@@ -90,6 +97,8 @@ def test_a_huge_step_changes_the_answers_and_a_small_one_less(swept):
 
 
 def test_sweep_resumes_without_regenerating(swept, capsys):
+    # On the shared folder itself, not a copy: the cells' records name the value model by its absolute path, so a
+    # copy elsewhere is "a run with other settings". A resumed sweep rewrites only results/ (the same grid again).
     out, _, common = swept
     before = {f: os.path.getmtime(os.path.join(out, "response", f)) for f in os.listdir(os.path.join(out, "response"))}
     sweep.main(common + ["--step_sizes", "0.5,50", "--num_updates", "1,3"])
@@ -98,8 +107,8 @@ def test_sweep_resumes_without_regenerating(swept, capsys):
     assert before == after
 
 
-def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir):
-    out, qfile, _ = swept
+def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir, tmp_path):
+    out, qfile, _ = own_copy(swept, tmp_path)
     m = tag(tiny_llama_dir)
     path = os.path.join(out, "results", f"{m}_{D}_sweep.json")
     chosen = read_json(path)["chosen"]
@@ -113,9 +122,9 @@ def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir):
                                              "--settings_from", path, "--lr", "1"))
 
 
-def test_static_re_is_swept_and_read_back(swept, tiny_llama_dir):
+def test_static_re_is_swept_and_read_back(swept, tiny_llama_dir, tmp_path):
     import decode_methods
-    out, qfile, common = swept
+    out, qfile, common = own_copy(swept, tmp_path)
     sweep.main(common + ["--method", "static_re", "--strengths", "0,3"])
     m = tag(tiny_llama_dir)
     path = os.path.join(out, "results", f"{m}_{D}_sweep_static_re.json")

@@ -46,7 +46,7 @@ def test_bellman_target_is_detached_by_default():
     assert values.grad.tolist() == pytest.approx([2 * (1 - 2), -2 * (1 - 2) + 2 * (2 - 4), -2 * (2 - 4)])
 
 
-def test_single_step_sequences():
+def test_single_step_sequences_have_zero_td_loss_and_only_the_terminal_loss():
     loss, td, terminal = bellman_loss(torch.tensor([1., 2.]), torch.tensor([1, 1]), torch.tensor([0., 0.]))
     assert td.item() == 0 and terminal.item() == pytest.approx(5 / 2)
 

@@ -220,9 +220,8 @@ def test_stage4_re_control_through_vllm_answers_as_hf(setup, qfile, tmp_path):
 
 
 def test_best_of_n_through_vllm_keeps_the_highest_reward(setup, qfile, tmp_path):
-    from test_methods import PlantedReward, planted_score
-
     import decode_methods
+    from helpers import PlantedReward, planted_score
     from utils.metrics import cut_at_next_turn
     from utils.stages.stage4_inference import run_decode_method
     from utils.vllm_engine import engine_decode

@@ -20,7 +20,8 @@ from utils.metrics import SIMCSE_MODEL
 from utils.paper import VALUE_LR, default_shape
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEVICE_HELP = "'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N' or a bare GPU index as in the original scripts"
+DEVICE_HELP = ("'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N' or a bare GPU index as in the original "
+               "scripts")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

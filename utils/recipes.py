@@ -84,7 +84,8 @@ class OodSetting:
 def ood_value_model(setting: OodSetting, output_dir: str = ".") -> str:
     """The trained setting's value model, under the name its recipe's stage 3 writes (utils.io.value_model_stem)."""
     t = setting.trained
-    return os.path.join(output_dir, "trained_model", f"value_model_{t.model_name}_{t.dataset_name}_{t.value_lr}.safetensors")
+    return os.path.join(output_dir, "trained_model",
+                        f"value_model_{t.model_name}_{t.dataset_name}_{t.value_lr}.safetensors")
 
 
 def ood_run_names(setting: OodSetting) -> List[str]:

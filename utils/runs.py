@@ -127,5 +127,6 @@ class BatchRun:
 
 
 def seed_batch(seed, index):
-    """Seed batch `index` on its own, so a sampled batch is the same whichever batches ran before it (resume, sharding)."""
+    """Seed batch `index` on its own, so a sampled batch is the same whichever batches ran before it (resume,
+    sharding)."""
     set_seed((seed * 1_000_003 + index) % 2 ** 32)

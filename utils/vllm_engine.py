@@ -64,7 +64,8 @@ def require_vllm() -> None:
             continue
     if installed is not None and installed.split("+")[0] != VLLM_VERSION:
         raise UsageError(f"utils/vllm_engine.py reads vLLM {VLLM_VERSION}'s runner internals, but vLLM {installed} "
-                         f"is installed: install vllm=={VLLM_VERSION} (bash scripts/setup.sh --vllm), or use --engine hf")
+                         f"is installed: install vllm=={VLLM_VERSION} (bash scripts/setup.sh --vllm), or use --engine "
+                         f"hf")
 
 
 def prepare_environment(cuda_devices: Optional[str] = None) -> None:

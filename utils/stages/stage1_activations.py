@@ -103,7 +103,8 @@ def run_get_activations(config, model=None, tokenizer=None):
             config, engine, prompts[split], split, lambda n: BatchRun(paths[2], settings[split], n, config.overwrite))
         if not run.merging():
             continue  # another process writes the files
-        metadata = dict(llm=config.model_name, llm_path=spec.path, **({"adapter": config.adapter} if config.adapter else {}),
+        metadata = dict(llm=config.model_name, llm_path=spec.path,
+                        **({"adapter": config.adapter} if config.adapter else {}),
                         hidden_size=width, split=split,
                         layout="valid steps of every response, back to back; lengths = mask.sum(1)")
         masks, records, seconds = merge_split(config, run, num_rows, paths, metadata)

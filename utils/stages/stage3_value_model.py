@@ -89,6 +89,7 @@ def run_train_value_model(args):
     print(f"value model (epoch {kept['epoch']}"
           + (f", lowest validation MC error {kept['val_mc']:.5f}" if args.early_stopping else "")
           + f") -> {stem}.safetensors "
-          f"({args.eval_split} loss {kept['test_loss']:.5f}, terminal {kept['test_terminal']:.5f} vs {baseline:.5f} for "
+          f"({args.eval_split} loss {kept['test_loss']:.5f}, terminal {kept['test_terminal']:.5f} vs {baseline:.5f} "
+          f"for "
           f"the mean)")
     return stem

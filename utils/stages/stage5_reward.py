@@ -16,7 +16,8 @@ from utils.runs import BatchRun, refuse_overwrite, written_with
 
 
 def run_measure_reward(args, reward_model=None):
-    """Stage 5 (a MeasureRewardConfig), skipped if its result was written from the same files and settings; returns the result's path (None in a process that does not write it)."""
+    """Stage 5 (a MeasureRewardConfig), skipped if its result was written from the same files and settings; returns
+    the result's path (None in a process that does not write it)."""
     out = output_path(args.output_dir, "reward", args.out_file)
     responses = response_path(args.output_dir, args.out_file)
     baseline_path = output_path(args.output_dir, "reward", args.baseline) if args.baseline else None

@@ -23,7 +23,8 @@ def run_metrics(args, encoder=None):
     save_json({"run": args.run_name, "tokenizer": tokenizers, "embedding_model": args.embedding_model,
                **summary, "rows": rows}, out)
     write_sidecar(out, args, settings)
-    print(f"{args.run_name}: diversity {summary['diversity']:.3f}, coherence {summary['coherence']:.3f}, rep-2 {summary['rep-2']:.2f}, "
+    print(f"{args.run_name}: diversity {summary['diversity']:.3f}, coherence {summary['coherence']:.3f}, "
+          f"rep-2 {summary['rep-2']:.2f}, "
           f"rep-3 {summary['rep-3']:.2f}, rep-4 {summary['rep-4']:.2f}, length {summary['length']:.1f} "
           f"(nltk tokenizer: {', '.join(tokenizers)}) -> {out}")
     return out
