@@ -14,7 +14,7 @@ answers the test split) are answered by base, RE-Control and RE-Control + Prompt
 judged against base (stage 7, --judge True: needs OPENAI_API_KEY or an OpenAI-compatible server). The paper reports
 only the win rate here: the reward model is not reliable on these prompts, so its rewards are a diagnostic.
 Reproduces: the paper's out-of-distribution experiment, HarmfulQA / Falcon-7B: RE-Control + Prompting has the highest
-win rate against base (the exact figures were not recovered; see ../shared/SPEC.md).
+win rate against base (the exact figures were not recovered, so none is given here).
 """
 import os
 import sys

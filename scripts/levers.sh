@@ -3,7 +3,7 @@
 # swept on the TUNING split (alpha in STEP_SIZES, n = 20); the test split is not read at all.
 # Needs stages 1-2 of scripts/demo.sh in $OUT first (default runs/demo). The rollouts lever runs stage 1 again with
 # 4 sampled responses per prompt into $OUT_K4 (default runs/demo_rollouts4, about 8 minutes).
-# Writes $OUT/results/*_sweep_lever_*.json and results/smollm2_135M_demo_levers.md (the table in the README).
+# Writes $OUT/results/*_sweep_lever_*.json and results/smollm2_135M_demo_levers.md (the table in docs/results.md).
 # About 35 minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
