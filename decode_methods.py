@@ -17,26 +17,29 @@ from utils import cli
 from utils.config import build
 from utils.configs import DecodeConfig
 from utils.decoding import get_method, methods, option_classes, options_from
-from utils.stages.stage4_inference import run_decode
+from utils.stages.stage4_inference import RunNameSwitch, Stage4Args, plan_run, run_decode
 
 
 def build_parser():
-    parser = cli.build_parser(__doc__, DecodeConfig, *option_classes(), exclude=("method",))
+    parser = cli.build_parser(__doc__, DecodeConfig, RunNameSwitch, *option_classes(), exclude=("method",))
     parser.add_argument("--method", type=str, required=True, choices=list(methods()),
                         help="the decoding method (utils.decoding registry)")
     return parser
 
 
 def parse_args(argv=None):
-    """(DecodeConfig, the method's options)."""
     values = cli.parse(build_parser(), argv)
-    return build(DecodeConfig, values), options_from(get_method(values["method"]), values)
+    return Stage4Args(build(DecodeConfig, values), options_from(get_method(values["method"]), values),
+                      values["print_run_name"])
 
 
 def main(argv=None):
-    config, options = parse_args(argv)
-    cli.setup(config)
-    print(f"run name: {run_decode(config, options)}")
+    parsed = parse_args(argv)
+    if parsed.print_run_name:
+        print(plan_run(parsed.config, parsed.options).name)
+        return
+    cli.setup(parsed.config)
+    print(f"run name: {run_decode(parsed.config, parsed.options)}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ beta 0.1 for DPO and a KL coefficient of 0.05 for RLOO (TRL's defaults); one pas
 RLOO samples as stage 1 does (temperature 0.7, top-k 50, top-p 0.95).
 """
 from utils import cli
-from utils.config import build
 from utils.configs import FinetuneConfig
 from utils.stages.finetune import run_finetune_baseline
 
@@ -41,7 +40,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(FinetuneConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), FinetuneConfig, argv)
 
 
 def main(argv=None):

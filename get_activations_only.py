@@ -18,7 +18,6 @@ same as with one.
 Step 0 is the state after the prompt (it chooses the first token); a step is valid until the one that chose eos.
 """
 from utils import cli
-from utils.config import build
 from utils.configs import ActivationsConfig
 from utils.stages.stage1_activations import run_get_activations
 
@@ -28,7 +27,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(ActivationsConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), ActivationsConfig, argv)
 
 
 def main(argv=None):

@@ -16,7 +16,6 @@ gpt-4-evaluations/{red}_{blue}.json holds win / tie / lose / errors / win rate a
 The API key is read from OPENAI_API_KEY (or AZURE_OPENAI_API_KEY) and never written anywhere.
 """
 from utils import cli
-from utils.config import build
 from utils.configs import JudgeConfig
 from utils.stages.stage7_judge import run_gpt4_eval
 
@@ -26,7 +25,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(JudgeConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), JudgeConfig, argv)
 
 
 def main(argv=None):

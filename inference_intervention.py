@@ -27,11 +27,11 @@ from utils import cli
 from utils.config import build, option
 from utils.configs import DecodeConfig
 from utils.decoding import get_method, options_from
-from utils.stages.stage4_inference import run_decode
+from utils.stages.stage4_inference import RunNameSwitch, Stage4Args, plan_run, run_decode
 
 
 @dataclass(frozen=True)
-class InterventionSwitch:
+class InterventionSwitch(RunNameSwitch):
     use_intervention: bool = option(False, "edit hidden states with the value model (True/False)")
 
 
@@ -42,18 +42,21 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    """(DecodeConfig, the method's options): RE-Control with --use_intervention True, else base (or Prompting)."""
+    """Stage4Args: RE-Control with --use_intervention True, else base (or Prompting)."""
     values = cli.parse(build_parser(), argv)
     method = {(False, False): "base", (False, True): "prompting", (True, False): "re_control",
               (True, True): "re_control_prompting"}[values["use_intervention"], values["prompting"]]
     config = build(DecodeConfig, values, method=method, prompting=False)
-    return config, options_from(get_method(method), values)
+    return Stage4Args(config, options_from(get_method(method), values), values["print_run_name"])
 
 
 def main(argv=None):
-    config, options = parse_args(argv)
-    cli.setup(config)
-    print(f"run name: {run_decode(config, options)}")
+    parsed = parse_args(argv)
+    if parsed.print_run_name:
+        print(plan_run(parsed.config, parsed.options).name)
+        return
+    cli.setup(parsed.config)
+    print(f"run name: {run_decode(parsed.config, parsed.options)}")
 
 
 if __name__ == "__main__":

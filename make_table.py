@@ -9,7 +9,6 @@ results/{m}_{d}_rewards.png with the runs' reward distributions. The reward diff
 (same prompts) with its standard error.
 """
 from utils import cli
-from utils.config import build
 from utils.configs import TableConfig
 from utils.io import output_path, output_stem
 from utils.names import model_tag
@@ -21,7 +20,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(TableConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), TableConfig, argv)
 
 
 def main(argv=None):

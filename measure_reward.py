@@ -12,7 +12,6 @@ Each generation is cut where the model starts the user's next turn ('Human:' / '
 and scored. Writes final_reward/{out_file}.json: average, standard error, count and every reward.
 """
 from utils import cli
-from utils.config import build
 from utils.configs import MeasureRewardConfig
 from utils.stages.stage5_reward import run_measure_reward
 
@@ -22,7 +21,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(MeasureRewardConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), MeasureRewardConfig, argv)
 
 
 def main(argv=None):

@@ -12,7 +12,6 @@ and its response, averaged. Each generation is cut at the user's next turn first
 Writes evaluations/{run_name}.json with the averages and one row per response.
 """
 from utils import cli
-from utils.config import build
 from utils.configs import MetricsConfig
 from utils.stages.stage6_metrics import run_metrics
 
@@ -22,7 +21,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(MetricsConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), MetricsConfig, argv)
 
 
 def main(argv=None):

@@ -14,7 +14,6 @@ import html
 import os
 
 from utils import cli
-from utils.config import build
 from utils.configs import TableConfig
 from utils.io import atomic_path, load_records, output_path, response_path
 from utils.names import model_tag
@@ -51,7 +50,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(TableConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), TableConfig, argv)
 
 
 def cell(value, digits=3, numeric=True):

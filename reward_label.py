@@ -10,7 +10,6 @@ Reads features/{m}_{d}_response_{mode}.json; writes features/{m}_{d}_labels_{mod
 (the original's name, despite the extension).
 """
 from utils import cli
-from utils.config import build
 from utils.configs import RewardLabelConfig
 from utils.stages.stage2_reward_label import run_reward_label
 
@@ -20,7 +19,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(RewardLabelConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), RewardLabelConfig, argv)
 
 
 def main(argv=None):

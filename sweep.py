@@ -32,7 +32,7 @@ from utils.errors import UsageError
 from utils.io import atomic_path, load_json, output_path, output_stem, save_csv, save_json, write_sidecar
 from utils.metrics import SIMCSE_MODEL, load_encoder
 from utils.models import load_policy_tokenizer, resolve_model
-from utils.names import model_tag, named_dataset, sweep_name
+from utils.names import model_tag, named_dataset, sweep_name, sweep_prefix
 from utils.rewards import load_reward_model
 from utils.stages.stage4_inference import plan_run, run_decode
 from utils.stages.stage5_reward import run_measure_reward
@@ -118,7 +118,9 @@ def main(argv=None):
     stem = output_stem(config.output_dir, "results", values["name"] or sweep_name(m, d, method.name))
     base_config = build(DecodeConfig, values, method="base")
     cells = [dict(zip(grid, combination)) for combination in itertools.product(*grid.values())]
-    plans = [plan_run(base_config)] + [plan_run(config, options_from(method, values, **cell)) for cell in cells]
+    prefix = sweep_prefix(m, d, config.split)
+    plans = [plan_run(base_config, None, prefix)] + [plan_run(config, options_from(method, values, **cell), prefix)
+                                                     for cell in cells]
     value_model = plans[-1].value_model_stem
     # ------------------------------------------------------------------------------------------------------ load
     spec = resolve_model(config.model_name, config.chat_template, config.adapter)
@@ -132,7 +134,7 @@ def main(argv=None):
     # ------------------------------------------------------------------------------------------------------ run
     rows = []
     for index, (plan, cell) in enumerate(zip(plans, [None] + cells)):
-        run = run_decode(base_config if cell is None else config, plan.options, engine, resources)
+        run = run_decode(base_config if cell is None else config, plan.options, engine, resources, prefix)
         reward_config = MeasureRewardConfig(out_file=run, reward_model=values["reward_model"],
                                             batch_size=values["reward_batch_size"],
                                             baseline=None if cell is None else rows[0]["run"], **scoring)

@@ -24,7 +24,6 @@ Levers beyond the paper (each default keeps the paper's behaviour):
     --value_model PATH               save under PATH (no extension) instead of the original name, e.g. for sweeps
 """
 from utils import cli
-from utils.config import build
 from utils.configs import ValueModelConfig
 from utils.stages.stage3_value_model import run_train_value_model
 
@@ -34,7 +33,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build(ValueModelConfig, cli.parse(build_parser(), argv))
+    return cli.parse_config(build_parser(), ValueModelConfig, argv)
 
 
 def main(argv=None):

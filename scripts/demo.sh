@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 DRY_RUN=0
 case "${1:-}" in --dry_run|--help|-h) DRY_RUN=1 ;; esac
 run() { if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+# the name of the run stage 4 writes for these flags, as stage 4 itself names it (--print_run_name; in a dry run
+# before stage 3, a value model not yet trained is named by its plain paper name)
+run_name() { "$@" --print_run_name True; }
 [ "$DRY_RUN" = 1 ] || bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python
@@ -35,20 +38,22 @@ if [ "${SWEEP:-0}" = 1 ]; then
   SETTINGS="$OUT/results/smollm2_135M_demo_sweep.json"
 fi
 # 4. base and RE-Control on the test split, alpha and n as chosen on the tuning split
-run $PY inference_intervention.py "${COMMON[@]}" --use_intervention False --max_new_tokens $NEW_TOKENS --batch_size 50
-run $PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR --settings_from "$SETTINGS" \
-    --max_new_tokens $NEW_TOKENS --batch_size 50
-RUN=$(python3 -c "import json, sys; c = json.load(open(sys.argv[1]))['chosen']; \
-print(f\"smollm2_135M_demo_${VALUE_TAG}_{c['num_updates']}_{c['step_size']}\")" "$SETTINGS")
+BASE_RUN=($PY inference_intervention.py "${COMMON[@]}" --use_intervention False --max_new_tokens $NEW_TOKENS --batch_size 50)
+STEERED_RUN=($PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR \
+    --settings_from "$SETTINGS" --max_new_tokens $NEW_TOKENS --batch_size 50)
+run "${BASE_RUN[@]}"
+run "${STEERED_RUN[@]}"
+BASE=$(run_name "${BASE_RUN[@]}")
+RUN=$(run_name "${STEERED_RUN[@]}")
 # 5-6. reward, diversity and coherence (SimCSE's BERT is on the hub: the MiniLM folder from PyPI stands in)
-run $PY measure_reward.py "${COMMON[@]}" --out_file smollm2_135M_demo_base
-run $PY measure_reward.py "${COMMON[@]}" --out_file "$RUN" --baseline smollm2_135M_demo_base
-for run in smollm2_135M_demo_base "$RUN"; do
+run $PY measure_reward.py "${COMMON[@]}" --out_file "$BASE"
+run $PY measure_reward.py "${COMMON[@]}" --out_file "$RUN" --baseline "$BASE"
+for run in "$BASE" "$RUN"; do
   run $PY metrics.py --output_dir "$OUT" --run_name "$run" --embedding_model minilm
 done
 # 7. the paid judge, only when one is configured (JUDGE_BASE_URL: any OpenAI-compatible server)
 if [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${JUDGE_BASE_URL:-}" ]; then
-  run $PY gpt4_eval.py --output_dir "$OUT" --run_name_red "$RUN" --run_name_blue smollm2_135M_demo_base \
+  run $PY gpt4_eval.py --output_dir "$OUT" --run_name_red "$RUN" --run_name_blue "$BASE" \
       ${JUDGE_BASE_URL:+--base_url "$JUDGE_BASE_URL"} ${JUDGE_MODEL:+--judge_model "$JUDGE_MODEL"}
 fi
 run $PY make_table.py "${COMMON[@]}"

@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 DRY_RUN=0
 case "${1:-}" in --dry_run|--help|-h) DRY_RUN=1 ;; esac
 run() { if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+# the name of the run stage 4 writes for these flags, as stage 4 itself names it (--print_run_name)
+run_name() { "$@" --print_run_name True; }
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PY:-.venv/bin/python}
 DEMO=${DEMO:-runs/demo}
@@ -28,26 +30,27 @@ STEER=(--use_intervention True --value_model "$VALUE_MODEL" --value_lr "$VALUE_L
 GEN=(--split ood --max_new_tokens "$NEW_TOKENS" --batch_size 50)
 
 # 4. base, RE-Control and RE-Control + Prompting on the OOD prompts (the value model and alpha, n: the demo's)
-run $PY inference_intervention.py "${COMMON[@]}" --use_intervention False "${GEN[@]}"
-run $PY inference_intervention.py "${COMMON[@]}" "${STEER[@]}" "${GEN[@]}"
-run $PY inference_intervention.py "${COMMON[@]}" "${STEER[@]}" "${GEN[@]}" --prompting True
+BASE_RUN=($PY inference_intervention.py "${COMMON[@]}" --use_intervention False "${GEN[@]}")
+STEERED_RUN=($PY inference_intervention.py "${COMMON[@]}" "${STEER[@]}" "${GEN[@]}")
+run "${BASE_RUN[@]}"
+run "${STEERED_RUN[@]}"
+run "${STEERED_RUN[@]}" --prompting True
 # stage 4 names a run after a value model of another data set by its file name
-RUN=$(python3 -c "import json, os, sys; c = json.load(open(sys.argv[1]))['chosen']; \
-name = os.path.basename(sys.argv[2]).removesuffix('.safetensors'); \
-print(f\"smollm2_135M_demo_ood_{name}_{c['num_updates']}_{c['step_size']}\")" "$SETTINGS" "$VALUE_MODEL")
-BASE=smollm2_135M_demo_ood_base
+BASE=$(run_name "${BASE_RUN[@]}")
+RUN=$(run_name "${STEERED_RUN[@]}")
 # 5-6. reward (VADER, as in distribution), diversity and coherence
-run $PY measure_reward.py "${COMMON[@]}" --out_file $BASE
-for run in "$RUN" "${RUN}_prompting"; do
-  run $PY measure_reward.py "${COMMON[@]}" --out_file "$run" --baseline $BASE
+run $PY measure_reward.py "${COMMON[@]}" --out_file "$BASE"
+PROMPTED=$(run_name "${STEERED_RUN[@]}" --prompting True)
+for run in "$RUN" "$PROMPTED"; do
+  run $PY measure_reward.py "${COMMON[@]}" --out_file "$run" --baseline "$BASE"
 done
-for run in $BASE "$RUN" "${RUN}_prompting"; do
+for run in "$BASE" "$RUN" "$PROMPTED"; do
   run $PY metrics.py --output_dir "$OUT" --run_name "$run" --embedding_model minilm
 done
 # 7. the judge against base, only when one is configured (JUDGE_BASE_URL: any OpenAI-compatible server)
 if [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${JUDGE_BASE_URL:-}" ]; then
-  for run in "$RUN" "${RUN}_prompting"; do
-    run $PY gpt4_eval.py --output_dir "$OUT" --run_name_red "$run" --run_name_blue $BASE \
+  for run in "$RUN" "$PROMPTED"; do
+    run $PY gpt4_eval.py --output_dir "$OUT" --run_name_red "$run" --run_name_blue "$BASE" \
         ${JUDGE_BASE_URL:+--base_url "$JUDGE_BASE_URL"} ${JUDGE_MODEL:+--judge_model "$JUDGE_MODEL"}
   done
 fi

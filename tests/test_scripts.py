@@ -329,7 +329,7 @@ def test_stage4_base_equals_stage1_greedy(pipeline, tiny_llama_dir, qfile, tmp_p
     stage4(tiny_llama_dir, out, qfile, batch_size=2)
     path = os.path.join(out, "response", f"{tag(tiny_llama_dir)}_{D}_base.json")
     records, meta = check_responses(path, TEST_QUESTIONS)
-    assert meta["method"] == "base" and meta["step_size"] is None and meta["value_model"] is None
+    assert meta["method"] == "base" and meta.get("step_size") is None and meta["value_model"] is None
     stage1 = read_json(features(out, tag(tiny_llama_dir), "response", "test"))
     assert [r["results"] for r in records] == [r["results"] for r in stage1], "both are greedy decoding"
 
@@ -350,7 +350,7 @@ def test_stage4_re_control_run_is_named_after_the_value_model_and_records_the_ed
            "--epochs", "2", "--lr", "0.5")
     path = os.path.join(out, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5.json")
     records, meta = check_responses(path, TEST_QUESTIONS)
-    assert meta["method"] == "RE-Control" and meta["step_size"] == 0.5 and meta["num_updates"] == 2
+    assert meta["method"] == "re_control" and meta["step_size"] == 0.5 and meta["num_updates"] == 2
     assert meta["value_model"]["llm"] == tiny_llama_dir and meta["value_model"]["input_dim"] == 32
 
 
@@ -400,7 +400,7 @@ def test_stage4_out_of_distribution_on_a_harmfulqa_copy_with_another_data_sets_v
         records, meta = check_responses(os.path.join(out, "response", f"{run}.json"), questions)
         assert meta["split"] == "test"
         measure_reward.main(["--out_file", run, "--output_dir", out])
-    assert meta["method"] == "RE-Control" and meta["value_model"]["dataset"] == D
+    assert meta["method"] == "re_control" and meta["value_model"]["dataset"] == D
     make_table.main(["--model_name", tiny_llama_dir, "--dataset_name", "harmfulqa", "--output_dir", out])
     table = open(os.path.join(out, "results", f"{m}_harmfulqa_table.md"), encoding="utf-8").read()
     assert f"trained on {D}'s prompts and is applied here to harmfulqa's: out of distribution" in table

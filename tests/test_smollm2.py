@@ -74,5 +74,5 @@ def test_smollm2_stages_1_to_4_with_the_demos_default_step_size_and_updates(tmp_
     assert [r["results"] for r in base] == [r["results"] for r in stage1], "both are greedy decoding"
     assert len(steered) == 3 and all(r["results"].strip() for r in steered)
     meta = read_json(os.path.join(out, "response", f"{run}.meta.json"))
-    assert meta["method"] == "RE-Control" and meta["step_size"] == step_size and meta["num_updates"] == num_updates
+    assert meta["method"] == "re_control" and meta["step_size"] == step_size and meta["num_updates"] == num_updates
     assert meta["seconds"] > 0

@@ -52,6 +52,16 @@ def parse(parser, argv=None):
     return vars(parser.parse_args(argv))
 
 
+def parse_config(parser, config_class, argv=None, **overrides):
+    """config_class from the parsed flags; flags that its checks refuse are reported as bad flags (exit status 2)."""
+    from utils.config import build
+    values = parse(parser, argv)
+    try:
+        return build(config_class, values, **overrides)
+    except UsageError as err:
+        parser.error(str(err))
+
+
 def set_seed(seed):
     import torch
     random.seed(seed)

@@ -6,6 +6,12 @@ import re
 
 from utils.errors import UsageError, first_line
 
+# Turn markers. A generation ends where the model starts the user's next turn (these, in any of the formats the paper's
+# data and models use); reward models read 'Human:'/'Assistant:' turns (the other spellings are rewritten to those).
+USER_MARKERS = ("Human:", "User:", "USER:", "###Human:", "###USER:")
+RM_MARKERS = {"USER:": "Human:", "ASSISTANT:": "Assistant:"}
+TURN_WORDS = ("Human:", "Assistant:", "USER:", "ASSISTANT:", "User:")  # removed from a question before embedding
+
 DATASET_HUB_IDS = {"hh_rlhf": "Anthropic/hh-rlhf", "shp": "stanfordnlp/SHP", "harmfulqa": "declare-lab/HarmfulQA"}
 # Test-only data sets (the paper's out-of-distribution prompts): they have one split, and every split name a stage asks
 # for (test, train, ood, ...) reads it. HarmfulQA's 1,960 questions are its one 'train' split on the hub.

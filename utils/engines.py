@@ -123,15 +123,19 @@ class HFEngine(Engine):
 
 
 def open_engine(config: Any, spec: Any, tokenizer: Any, model: Optional[torch.nn.Module] = None) -> Engine:
-    """The policy behind `config.engine` (a generating stage's options); `model`: an HF model already loaded."""
+    """The policy behind `config.engine` (a generating stage's options); `model`: one already open (an Engine, an HF
+    model, or with --engine vllm a utils.vllm_engine.VllmEngine)."""
     add_special = not spec.chat_template  # a chat template writes its own special tokens
     if isinstance(model, Engine):
         return model
     if config.engine not in ENGINES:
         raise UsageError(f"unknown engine {config.engine!r}; choose one of {', '.join(ENGINES)}")
-    if config.engine == "vllm" and model is None:
+    if config.engine == "vllm":
         from utils.vllm_engine import VllmDecoder
-        return VllmDecoder.from_config(config, spec, tokenizer, add_special)
+        if model is None:
+            return VllmDecoder.from_config(config, spec, tokenizer, add_special)
+        from utils.models import config_hidden_size
+        return VllmDecoder(model, tokenizer, add_special, config_hidden_size(spec, config.trust_remote_code))
     if model is None:
         from utils.models import load_model_and_tokenizer
         model, tokenizer = load_model_and_tokenizer(spec, config.device, config.dtype, config.trust_remote_code,

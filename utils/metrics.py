@@ -1,10 +1,10 @@
 """Evaluation arithmetic: turn-marker cutting, rep-n and diversity, means with standard errors."""
 import math
 
-TURN_MARKERS = ("Human:", "User:", "USER:", "###Human:", "###USER:")
+from utils.data import TURN_WORDS, USER_MARKERS
 
 
-def cut_at_next_turn(generation, markers=TURN_MARKERS):
+def cut_at_next_turn(generation, markers=USER_MARKERS):
     """The answer alone: everything before the model starts writing the user's next turn."""
     cut = min((i for i in (generation.find(m) for m in markers) if i >= 0), default=len(generation))
     return generation[:cut].strip()
@@ -63,7 +63,7 @@ def embedding_model_path(name):
 def prompt_text(record):
     """The question without the turn markers (what the response should cohere with)."""
     text = record.get("conversation", record["prompt"])
-    for marker in ("Human:", "Assistant:", "USER:", "ASSISTANT:", "User:"):
+    for marker in TURN_WORDS:
         text = text.replace(marker, "")
     return text.strip()
 

@@ -3,7 +3,8 @@
 {m} = model tag, {d} = data-set name (with a fine-tuned policy's adapter tag), as in the original repository:
     features/{m}_{d}_..._{split}            stage 1-2
     trained_model/value_model_{m}_{d}_{lr}[_variant]    stage 3 (variant: settings other than the paper's)
-    response/{m}_{d}[_{split}]_{method part}[_prompting]    stage 4 (the split only when it is not 'test')
+    response/{m}_{d}_{method part}[_prompting]    stage 4
+    response/{m}_{d}_{split}_{method part}    a sweep's cells on its tuning split
 """
 import os
 import re
@@ -80,9 +81,9 @@ def value_model_tag(stem: str, m: str, d: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # Runs
 
-def run_prefix(m: str, d: str, split: str = "test") -> str:
-    """{m}_{d} for the test split (the original names), {m}_{d}_{split} for any other (a sweep's tuning runs)."""
-    return f"{m}_{d}" if split == "test" else f"{m}_{d}_{split}"
+def sweep_prefix(m: str, d: str, split: str) -> str:
+    """A sweep's runs are {m}_{d}_{split}_...: never the names of the runs a table reports."""
+    return f"{m}_{d}_{split}"
 
 
 def run_name(prefix: str, method_part: str, prompting: bool = False) -> str:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from utils.data import RM_MARKERS
 from utils.errors import UsageError, first_line
 from utils.models import resolve_device, resolve_dtype
 
@@ -14,7 +15,9 @@ MAX_REWARD_TOKENS = 2048
 
 def normalize_markers(text):
     """The paper's RMs read 'Human:'/'Assistant:' turns."""
-    return text.replace("USER:", "Human:").replace("ASSISTANT:", "Assistant:")
+    for marker, normal in RM_MARKERS.items():
+        text = text.replace(marker, normal)
+    return text
 
 
 class RewardModel:

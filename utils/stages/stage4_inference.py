@@ -3,10 +3,11 @@
 import dataclasses
 import glob
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-from utils.config import as_dict
+from utils.config import as_dict, option
 from utils.configs import DecodeConfig
 from utils.data import ALIGNMENT_PROMPT, load_prompts
 from utils.decoding import DecodingMethod, Resources, get_method
@@ -16,7 +17,7 @@ from utils.features import load_sequences
 from utils.generation import answer_prompts
 from utils.io import adapter_meta_path, read_json_or_none, response_path, run_settings
 from utils.models import load_policy_tokenizer, resolve_model
-from utils.names import model_tag, named_dataset, run_name, run_prefix, value_model_stem
+from utils.names import model_tag, named_dataset, run_name, value_model_stem
 from utils.runs import refuse_overwrite, written_with
 from utils.sweep import read_choice
 from utils.value_model import check_value_model, find_value_model
@@ -47,8 +48,22 @@ def resolve_options(method: DecodingMethod, options: Any, config: DecodeConfig,
             raise UsageError(f"pass either --settings_from or --{given[0]}, not both")
         chosen, _ = read_choice(settings_from, source, config.model_name)
         options = dataclasses.replace(options, **chosen)
-        print(f"{', '.join(f'{k} {v:g}' for k, v in chosen.items())}, as chosen in {settings_from}")
+        print(f"{', '.join(f'{k} {v:g}' for k, v in chosen.items())}, as chosen in {settings_from}", file=sys.stderr)
     return method.resolve(options, config.model_name, config.dataset_name)
+
+
+@dataclass(frozen=True)
+class RunNameSwitch:
+    print_run_name: bool = option(False, "print the name of the run these flags write, and exit (what shell scripts "
+                                  "read instead of building names)")
+
+
+@dataclass(frozen=True)
+class Stage4Args:
+    """A stage-4 script's parsed flags: the stage's config, the method's options, and --print_run_name."""
+    config: DecodeConfig
+    options: Any
+    print_run_name: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,13 +81,14 @@ class Plan:
         return written_with(self.out, self.settings)
 
 
-def plan_run(config: DecodeConfig, options: Any = None) -> Plan:
-    """The Plan of stage 4 for config.method with `options` (None = the method's defaults); loads nothing."""
+def plan_run(config: DecodeConfig, options: Any = None, prefix: Optional[str] = None) -> Plan:
+    """The Plan of stage 4 for config.method with `options` (None = the method's defaults); loads nothing. The run
+    is named {prefix}_{method part}, {m}_{d} by default (a sweep's prefix holds its split: names.sweep_prefix)."""
     method = get_method(config.method)
     options = resolve_options(method, options if options is not None else method.Options(), config,
                               config.settings_from)
     stem, tag = find_policy_value_model(config) if method.uses_value_model else (None, None)
-    prefix = run_prefix(model_tag(config.model_name), named_dataset(config), config.split)
+    prefix = prefix or f"{model_tag(config.model_name)}_{named_dataset(config)}"
     name = run_name(prefix, method.run_part(options, tag), method.prompting or config.prompting)
     settings = run_settings(config, **{f"option_{k}": v for k, v in as_dict(options).items()},
                             value_model_file=stem)
@@ -88,18 +104,18 @@ def adapter_description(config: Any) -> dict:
 
 
 def run_decode(config: DecodeConfig, options: Any = None, engine: Optional[Engine] = None,
-               resources: Optional[Resources] = None, **loaded: Any) -> str:
+               resources: Optional[Resources] = None, prefix: Optional[str] = None, **loaded: Any) -> str:
     """Stage 4 for config.method with its options (method.Options; None = its defaults); returns the run's name.
 
     engine: the policy already open (utils.engines; or a transformers model); resources: a Resources to share
-    between several runs (compare_methods.py). loaded: a reward_model already loaded. A run already written with
-    the same settings is skipped.
+    between several runs (compare_methods.py); prefix: see plan_run. loaded: a reward_model already loaded. A run
+    already written with the same settings is skipped.
     """
     method = get_method(config.method)
     if config.engine not in method.engines:
         raise UsageError(f"--method {method.name} runs on --engine {' or '.join(method.engines)}, not "
                          f"{config.engine} (it needs HF's model itself: a hook of its own or a per-token loop)")
-    plan = plan_run(config, options)
+    plan = plan_run(config, options, prefix)
     name, out, settings, options, stem = plan.name, plan.out, plan.settings, plan.options, plan.value_model_stem
     if plan.done:
         print(f"{name}: already written with these settings -> {out} (skipped)")
