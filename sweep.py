@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils import cli
-from utils.config import build, float_list, nonnegative_float, option, positive_int
+from utils.config import build, config_fields, float_list, nonnegative_float, option, positive_int
 from utils.configs import DecodeConfig, MeasureRewardConfig, MetricsConfig
 from utils.decoding import Resources, get_method, methods, option_classes, options_from
 from utils.engines import open_engine
@@ -69,8 +69,9 @@ class SweepOptions:
 
 def build_parser():
     tuned = {name for method in methods().values() for name in method.tuned}  # given by the grid flags
-    parser = cli.build_parser(__doc__, DecodeConfig, SweepOptions, *option_classes(),
-                              exclude=("method", "prompting", "settings_from", "split", *tuned))
+    parser = cli.build_parser(__doc__, SweepOptions, DecodeConfig, *option_classes(),
+                              exclude=("method", "prompting", "settings_from",
+                                       *(tuned - set(config_fields(SweepOptions)))))
     parser.add_argument("--method", type=str, default="re_control", choices=list(methods()),
                         help="the method whose options are swept (utils.decoding registry)")
     return parser

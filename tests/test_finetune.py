@@ -166,15 +166,15 @@ def test_re_control_on_the_fine_tuned_model_reuses_the_value_model_by_path(tuned
     stage4(tiny_llama_dir, tuned, qfile, "--adapter", adapter, "--use_intervention", "True", "--value_model",
            value_model, "--lr", "1.0", "--epochs", "2")
     meta = read_json(os.path.join(tuned, "response", f"{m}_{D}_dpo_lora_value_model_{m}_{D}_0.001_ep2_2_1.0.meta.json"))
-    assert meta["method"] == "RE-Control" and meta["adapter"]["method"] == "dpo"
+    assert meta["method"] == "re_control" and meta["adapter"]["method"] == "dpo"
 
 
 def test_adapter_names_never_take_the_base_model_names(tiny_llama_dir, tmp_path):
     """Every stage-4 and comparison-method name, and stage 1's files, with and without --adapter."""
     import decode_methods
-    from utils.io import named_dataset
+    from utils.names import named_dataset
     from utils.stages.stage1_activations import split_outputs
-    from utils.stages.stage4_inference import method_run_name, run_name
+    from utils.stages.stage4_inference import plan_run
     m = tag(tiny_llama_dir)
     adapter = str(tmp_path / f"{m}_{D}_dpo_lora")
     names = {}
@@ -183,13 +183,13 @@ def test_adapter_names_never_take_the_base_model_names(tiny_llama_dir, tmp_path)
         for flags in (["--use_intervention", "False"], ["--use_intervention", "False", "--prompting", "True"],
                       ["--use_intervention", "True", "--lr", "1.0", "--epochs", "2"],
                       ["--use_intervention", "True", "--lr", "1.0", "--epochs", "2", "--prompting", "True"]):
-            args = inference_intervention.parse_args(["--model_name", tiny_llama_dir, "--dataset_name", D, *flags,
-                                                      *extra])
-            names.setdefault(with_adapter, []).append(run_name(args, m, "0.001"))
+            parsed = inference_intervention.parse_args(["--model_name", tiny_llama_dir, "--dataset_name", D, *flags,
+                                                        *extra, "--value_model", str(tmp_path / "vm")])
+            names.setdefault(with_adapter, []).append(plan_run(parsed.config, parsed.options).name)
         for method in ("static_re", "best_of_n", "args", "cd_prefix"):
-            args = decode_methods.parse_args(["--model_name", tiny_llama_dir, "--dataset_name", D, "--method",
-                                              method, *extra])
-            names[with_adapter].append(method_run_name(args, m, "0.001"))
+            parsed = decode_methods.parse_args(["--model_name", tiny_llama_dir, "--dataset_name", D, "--method",
+                                                method, *extra, "--value_model", str(tmp_path / "vm")])
+            names[with_adapter].append(plan_run(parsed.config, parsed.options).name)
         args = get_activations_only.parse_args(["--model_name", tiny_llama_dir, "--dataset_name", D, "--output_dir",
                                                 str(tmp_path), *extra])
         names[with_adapter] += split_outputs(args, m, "train")
@@ -200,11 +200,11 @@ def test_adapter_names_never_take_the_base_model_names(tiny_llama_dir, tmp_path)
 
 
 def test_ppo_is_refused_with_the_way_to_rloo_and_vllm_with_an_adapter(tmp_path):
-    from utils.vllm_engine import open_engine
+    from utils.vllm_engine import VllmDecoder
     with pytest.raises(UsageError, match="no PPOTrainer: use --method rloo"):
         finetune_baseline.main(["--method", "ppo", "--output_dir", str(tmp_path)])
     with pytest.raises(UsageError, match="--engine hf only"):
-        open_engine(argparse.Namespace(adapter="x"), None)
+        VllmDecoder.from_config(argparse.Namespace(adapter="x"), None, None, True)
     with pytest.raises(UsageError, match="no adapter_config.json"):
         resolve_model("smollm2_135M", None, str(tmp_path))
 
@@ -216,7 +216,7 @@ def test_compare_methods_adds_the_fine_tuning_rows_and_their_costs(tuned, tiny_l
     m, tuned = tag(tiny_llama_dir), copy_of(tuned, tmp_path)
     compare_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--device", "cpu", "--max_new_tokens",
                           str(NEW), "--batch_size", "2", "--output_dir", tuned, "--lr", "1.0", "--epochs", "2",
-                          "--data_file", qfile, "--methods", "re_control", "--dpo_adapter",
+                          "--value_lr", "0.001", "--data_file", qfile, "--methods", "re_control", "--dpo_adapter",
                           os.path.join(tuned, "trained_model", f"{m}_{D}_dpo_lora"), "--online_adapter",
                           os.path.join(tuned, "trained_model", f"{m}_{D}_rloo_lora"), "--overwrite", "True"])
     stem = os.path.join(tuned, "results", f"{m}_{D}_comparison")

@@ -110,7 +110,7 @@ def varied(pipeline, tiny_llama_dir, tmp_path_factory):
     ("static_re", ["--strength", "2.0"], "static_re_2.0"),
     ("best_of_n", ["--num_candidates", "2"], "best_of_n_2"),
     ("args", ["--top_k", "3", "--weight", "1.0"], "args_3_1.0"),
-    ("cd_prefix", ["--num_candidates", "2", "--block_size", "2"], "cd_prefix_0.001_ep3_bs2_2_2"),
+    ("cd_prefix", ["--num_candidates", "2", "--block_size", "2", "--value_lr", "0.001"], "cd_prefix_0.001_ep3_bs2_2_2"),
 ])
 def test_decode_methods_outputs_are_read_by_stages_5_and_6(varied, tiny_llama_dir, qfile, method, extra, name,
                                                            tmp_path):
@@ -196,7 +196,7 @@ def test_compare_methods_writes_one_row_per_method(varied, tiny_llama_dir, qfile
     compare_methods.main(["--model_name", tiny_llama_dir, "--dataset_name", "toy", "--device", "cpu",
                           "--max_new_tokens", "3", "--batch_size", "2", "--limit", "3", "--num_candidates", "2",
                           "--top_k", "2", "--block_size", "2", "--output_dir", varied, "--lr", "1.0", "--epochs",
-                          "2", "--data_file", qfile, "--overwrite", "True"])
+                          "2", "--value_lr", "0.001", "--data_file", qfile, "--overwrite", "True"])
     stem = os.path.join(varied, "results", f"{tag(tiny_llama_dir)}_toy_comparison")
     with open(stem + ".csv") as f:
         rows = list(csv.DictReader(f))

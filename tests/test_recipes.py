@@ -83,8 +83,7 @@ def test_demo_ood_dry_run_steers_the_ood_prompts_with_the_demos_value_model(tmp_
     import subprocess
 
     import inference_intervention
-    from utils.stages.stage4_inference import run_name
-    from utils.value_model import find_value_model
+    from utils.stages.stage4_inference import plan_run
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "JUDGE_BASE_URL")}
     out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
                          text=True, timeout=60, env=dict(env, OUT=str(tmp_path / "ood"), DEMO="d"))
@@ -103,10 +102,8 @@ def test_demo_ood_dry_run_steers_the_ood_prompts_with_the_demos_value_model(tmp_
     # the runs stages 5-6 score are the ones stage 4 writes (alpha 3, n 10 as the committed sweep chose)
     names = []
     for c in commands[:3]:
-        args = inference_intervention.parse_args(c[2:])
-        args.lr, args.epochs = (3.0, 10) if args.use_intervention else (args.lr, args.epochs)
-        _, tag = find_value_model("x", "smollm2_135M", "demo_ood", args.value_lr, args.value_model)
-        names.append(run_name(args, "smollm2_135M", tag))
+        parsed = inference_intervention.parse_args(c[2:])
+        names.append(plan_run(parsed.config, parsed.options).name)
     assert [f["--out_file"] for f in flags[3:6]] == names
     assert [f["--run_name"] for f in flags[6:9]] == names
     assert flags[4]["--baseline"] == names[0] == "smollm2_135M_demo_ood_base"
@@ -125,10 +122,9 @@ def test_harmfulqa_recipe_applies_the_hh_rlhf_value_model_and_judges_against_bas
     Prompting on HarmfulQA with the HH-RLHF value model at HH-RLHF's alpha and n, stages 5-6, each steered run judged
     against base (--judge True), and the table; the run names are the ones stage 4 writes."""
     import inference_intervention
-    from utils.io import value_model_stem
+    from utils.names import value_model_stem
     from utils.recipes import main
-    from utils.stages.stage4_inference import run_name
-    from utils.value_model import find_value_model
+    from utils.stages.stage4_inference import plan_run
     recipe, hh = load(name), load(trained)
     main(recipe.SETTING, recipe.__doc__, ["--dry_run", "True", "--python", "python", "--output_dir", "out",
                                           "--judge", "True"])
@@ -151,9 +147,8 @@ def test_harmfulqa_recipe_applies_the_hh_rlhf_value_model_and_judges_against_bas
     assert all(f["--reward_model"] == t.reward_model for f in flags[3:6])
     names = []
     for c in commands[4:7]:
-        args = inference_intervention.parse_args(c[2:])
-        _, tag = find_value_model("out", t.model_name, "harmfulqa", args.value_lr, args.value_model)
-        names.append(run_name(args, t.model_name, tag))
+        parsed = inference_intervention.parse_args(c[2:])
+        names.append(plan_run(parsed.config, parsed.options).name)
     assert [f["--out_file"] for f in flags[3:6]] == names and [f["--run_name"] for f in flags[6:9]] == names
     assert names[1] == f"{t.model_name}_harmfulqa_value_model_{t.model_name}_hh_rlhf_{t.value_lr}_" \
                        f"{t.num_updates}_{t.step_size}"

@@ -340,7 +340,7 @@ def test_stage4_use_intervention_false_is_off(tiny_llama_dir, qfile, tmp_path):
     assert sorted(os.listdir(os.path.join(out, "response"))) == [f"{tag(tiny_llama_dir)}_{D}_base.json",
                                                                  f"{tag(tiny_llama_dir)}_{D}_base.meta.json"]
     meta = read_json(os.path.join(out, "response", f"{tag(tiny_llama_dir)}_{D}_base.meta.json"))
-    assert meta["method"] == "base" and meta["args"]["use_intervention"] is False
+    assert meta["method"] == "base" and meta["args"]["method"] == "base"
 
 
 def test_stage4_re_control_run_is_named_after_the_value_model_and_records_the_edit(pipeline, tiny_llama_dir, qfile,
@@ -416,7 +416,7 @@ def test_stage4_prompting_runs_prepend_the_alignment_prompt_and_get_prompting_na
            "--value_lr", "0.001", "--epochs", "2", "--lr", "0.5")
     _, meta = check_responses(os.path.join(out, "response", f"{m}_{D}_0.001_ep3_bs2_2_0.5_prompting.json"),
                               TEST_QUESTIONS, prompting=True)
-    assert meta["prompting"] is True and meta["method"] == "RE-Control"
+    assert meta["prompting"] is True and meta["method"] == "re_control_prompting"
 
 
 def test_value_model_for_another_hidden_size_is_refused(tmp_path, tiny_llama_dir, qfile):
@@ -453,7 +453,7 @@ def test_gpt2_stage4_base_equals_stage1_and_a_large_edit_changes_the_answers(tmp
     stage4(tiny_gpt2_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.001", "--epochs", "10",
            "--lr", "1000")
     steered, meta = check_responses(os.path.join(out, "response", f"{m}_{D}_0.001_10_1000.0.json"), TEST_QUESTIONS)
-    assert meta["method"] == "RE-Control"
+    assert meta["method"] == "re_control"
     assert [r["results"] for r in steered] != [r["results"] for r in base]
 
 

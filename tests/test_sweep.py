@@ -102,7 +102,10 @@ def test_sweep_resumes_without_regenerating(swept, capsys):
     out, _, common = swept
     before = {f: os.path.getmtime(os.path.join(out, "response", f)) for f in os.listdir(os.path.join(out, "response"))}
     sweep.main(common + ["--step_sizes", "0.5,50", "--num_updates", "1,3"])
-    assert capsys.readouterr().out.count("already scored, skipped") == 5  # base + 4 cells
+    printed = capsys.readouterr().out
+    assert printed.count("already written with these settings") == 5  # stage 4: base + 4 cells
+    assert printed.count("already scored with these settings") == 5  # stage 5
+    assert printed.count("already evaluated with these settings") == 5  # stage 6
     after = {f: os.path.getmtime(os.path.join(out, "response", f)) for f in os.listdir(os.path.join(out, "response"))}
     assert before == after
 
@@ -124,6 +127,7 @@ def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir, tmp_path):
 
 def test_static_re_is_swept_and_read_back(swept, tiny_llama_dir, tmp_path):
     import decode_methods
+    from utils.stages.stage4_inference import plan_run
     out, qfile, common = own_copy(swept, tmp_path)
     sweep.main(common + ["--method", "static_re", "--strengths", "0,3"])
     m = tag(tiny_llama_dir)
@@ -133,9 +137,9 @@ def test_static_re_is_swept_and_read_back(swept, tiny_llama_dir, tmp_path):
     zero = read_json(os.path.join(out, "response", f"{result['cells'][0]['run']}.json"))
     base = read_json(os.path.join(out, "response", f"{result['base']['run']}.json"))
     assert [r["results"] for r in zero] == [r["results"] for r in base], "strength 0 equals base"
-    args = decode_methods.parse_args(llm_args(tiny_llama_dir, out, qfile, "--method", "static_re",
-                                              "--settings_from", path))
-    assert args.strength == result["chosen"]["strength"]
+    parsed = decode_methods.parse_args(llm_args(tiny_llama_dir, out, qfile, "--method", "static_re",
+                                                "--settings_from", path))
+    assert plan_run(parsed.config, parsed.options).options.strength == result["chosen"]["strength"]
     with pytest.raises(UsageError, match="not 're_control'|for 'static_re'"):
         inference_intervention.main(llm_args(tiny_llama_dir, out, qfile, "--use_intervention", "True",
                                              "--value_lr", "0.01", "--settings_from", path))

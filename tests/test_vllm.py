@@ -200,7 +200,7 @@ def test_stage1_through_vllm_writes_the_files_hf_writes(setup, qfile, tmp_path):
 
 def test_stage4_re_control_through_vllm_answers_as_hf(setup, qfile, tmp_path):
     import inference_intervention
-    from utils.stages.stage4_inference import run_inference_intervention
+    from utils.stages.stage4_inference import run_decode
     from utils.value_model import save_value_model
     model, tokenizer, _, engine = setup
     stem = str(tmp_path / "vm")
@@ -208,9 +208,10 @@ def test_stage4_re_control_through_vllm_answers_as_hf(setup, qfile, tmp_path):
     answers = {}
     for engine_name, policy in (("hf", model), ("vllm", engine)):
         out = str(tmp_path / engine_name)
-        args = stage_args(inference_intervention.parse_args, engine, out, qfile, "--use_intervention", "True",
-                          "--value_model", stem, "--lr", "0.5", "--epochs", str(NUM_UPDATES), "--engine", engine_name)
-        name = run_inference_intervention(args, policy, tokenizer)
+        parsed = stage_args(inference_intervention.parse_args, engine, out, qfile, "--use_intervention", "True",
+                            "--value_model", stem, "--lr", "0.5", "--epochs", str(NUM_UPDATES), "--engine",
+                            engine_name)
+        name = run_decode(parsed.config, parsed.options, policy)
         with open(os.path.join(out, "response", f"{name}.json")) as f:
             answers[engine_name] = json.load(f)
         with open(os.path.join(out, "response", f"{name}.meta.json")) as f:
@@ -223,12 +224,12 @@ def test_best_of_n_through_vllm_keeps_the_highest_reward(setup, qfile, tmp_path)
     import decode_methods
     from helpers import PlantedReward, planted_score
     from utils.metrics import cut_at_next_turn
-    from utils.stages.stage4_inference import run_decode_method
+    from utils.stages.stage4_inference import run_decode
     from utils.vllm_engine import engine_decode
     _, tokenizer, _, engine = setup
-    args = stage_args(decode_methods.parse_args, engine, str(tmp_path), qfile, "--method", "best_of_n",
-                      "--num_candidates", "3", "--engine", "vllm", "--batch_size", "1", "--limit", "4")
-    name = run_decode_method(args, engine, tokenizer, PlantedReward(batch_size=16))
+    parsed = stage_args(decode_methods.parse_args, engine, str(tmp_path), qfile, "--method", "best_of_n",
+                        "--num_candidates", "3", "--engine", "vllm", "--batch_size", "1", "--limit", "4")
+    name = run_decode(parsed.config, parsed.options, engine, reward_model=PlantedReward(batch_size=16))
     with open(tmp_path / "response" / f"{name}.json") as f:
         chosen = json.load(f)
     picks = []

@@ -202,9 +202,9 @@ def require(path, stage_hint=None):
 # ----------------------------------------------------------------------------------------------------------------------
 # Run descriptions: every output says what produced it.
 
-# flags that do not change what a stage writes
-NOT_SETTINGS = ("overwrite", "num_threads", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
-                "gpu_memory_utilization")
+# flags that do not change what a stage writes (output_dir: a run folder that is moved or copied resumes)
+NOT_SETTINGS = ("output_dir", "overwrite", "num_threads", "tensor_parallel_size", "pipeline_parallel_size",
+                "data_parallel_size", "gpu_memory_utilization")
 
 
 # flags added later, left out while unset: runs without them keep the settings (and resume) as before

@@ -70,9 +70,9 @@ def ratio(value, base):
 
 def grid_table(cells, base, chosen, keys):
     """Markdown: one row per cell, the chosen ones marked."""
-    keys = ["setting", "average reward", "vs base (paired)", "diversity", "coherence", "rep-4", "paper score",
-            "chosen by"]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    columns = ["setting", "average reward", "vs base (paired)", "diversity", "coherence", "rep-4", "paper score",
+               "chosen by"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for cell in [base] + cells:
         rules = [rule for rule, c in chosen.items() if c is not None and c["run"] == cell["run"]]
         diff = cell.get("paired_difference")

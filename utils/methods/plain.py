@@ -15,6 +15,9 @@ from utils.paper import default_settings
 class Base(PlainDecoding):
     name, label = "base", "Base"
 
+    def run_part(self, _options, _value_tag):  # Prompting is {m}_{d}_prompting (names.run_name)
+        return "base"
+
 
 @dataclass(frozen=True)
 class ReControlOptions:

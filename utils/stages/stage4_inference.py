@@ -42,13 +42,12 @@ def resolve_options(method: DecodingMethod, options: Any, config: DecodeConfig,
     """The method's options as the run uses them: the tuned ones from a sweep result (--settings_from), else the
     flags, else the setting's defaults (method.resolve). The one place --settings_from is read."""
     if settings_from:
-        source = method.name.removesuffix("_prompting")
         given = [name for name in method.tuned if getattr(options, name) != getattr(method.Options(), name)]
         if given:
-            raise UsageError(f"pass either --settings_from or --{given[0]}, not both")
-        chosen, _ = read_choice(settings_from, source, config.model_name)
+            flag = method.Options.__dataclass_fields__[given[0]].metadata.get("flags") or (f"--{given[0]}",)
+            raise UsageError(f"pass either --settings_from or {flag[0]}, not both")
+        chosen, _ = read_choice(settings_from, method.name.removesuffix("_prompting"), config.model_name)
         options = dataclasses.replace(options, **chosen)
-        print(f"{', '.join(f'{k} {v:g}' for k, v in chosen.items())}, as chosen in {settings_from}", file=sys.stderr)
     return method.resolve(options, config.model_name, config.dataset_name)
 
 
@@ -91,7 +90,7 @@ def plan_run(config: DecodeConfig, options: Any = None, prefix: Optional[str] = 
     prefix = prefix or f"{model_tag(config.model_name)}_{named_dataset(config)}"
     name = run_name(prefix, method.run_part(options, tag), method.prompting or config.prompting)
     settings = run_settings(config, **{f"option_{k}": v for k, v in as_dict(options).items()},
-                            value_model_file=stem)
+                            value_model_file=stem and os.path.relpath(stem, config.output_dir))
     return Plan(name, response_path(config.output_dir, name), settings, options, stem)
 
 
@@ -113,8 +112,19 @@ def run_decode(config: DecodeConfig, options: Any = None, engine: Optional[Engin
     """
     method = get_method(config.method)
     if config.engine not in method.engines:
-        raise UsageError(f"--method {method.name} runs on --engine {' or '.join(method.engines)}, not "
-                         f"{config.engine} (it needs HF's model itself: a hook of its own or a per-token loop)")
+        raise UsageError(f"--method {method.name} works inside HF's decoding loop (a hook of its own or a per-token "
+                         f"loop): run it with --engine {' or '.join(method.engines)}")
+    if config.settings_from:  # a sweep result that does not fit fails first
+        chosen = resolve_options(method, options or method.Options(), config, config.settings_from)
+        print(", ".join(f"{k} {getattr(chosen, k):g}" for k in method.tuned) + f", as chosen in "
+              f"{config.settings_from}", file=sys.stderr)
+    spec = resolve_model(config.model_name, config.chat_template, config.adapter)
+    if method.uses_value_model:  # then a value model of another LLM, before the defaults and the policy
+        from utils.models import config_hidden_size
+        resources = resources or Resources(engine=None, max_new_tokens=config.max_new_tokens)
+        resources.value_model_stem, resources.loaded_value_model = find_policy_value_model(config)[0], None
+        check_value_model(resources.value_model(), config.model_name,
+                          config_hidden_size(spec, config.trust_remote_code))
     plan = plan_run(config, options, prefix)
     name, out, settings, options, stem = plan.name, plan.out, plan.settings, plan.options, plan.value_model_stem
     if plan.done:
@@ -122,19 +132,12 @@ def run_decode(config: DecodeConfig, options: Any = None, engine: Optional[Engin
         return name
     refuse_overwrite(out, settings, config.overwrite)
     # ------------------------------------------------------------------------------------------------------ load
-    spec = resolve_model(config.model_name, config.chat_template, config.adapter)
     if isinstance(engine, Engine):
         tokenizer = engine.tokenizer
     else:
         tokenizer = load_policy_tokenizer(spec, config.trust_remote_code)
     prompting = method.prompting or config.prompting
     prompts = load_prompts(config, config.split, spec, tokenizer, ALIGNMENT_PROMPT if prompting else None)
-    if method.uses_value_model:  # before the policy loads: a wrong value model fails fast
-        from utils.models import config_hidden_size
-        resources = resources or Resources(engine=None, max_new_tokens=config.max_new_tokens)
-        resources.value_model_stem = stem
-        check_value_model(resources.value_model(), config.model_name,
-                          config_hidden_size(spec, config.trust_remote_code))
     engine = open_engine(config, spec, tokenizer, engine)
     resources = _resources(config, engine, resources, stem, loaded.get("reward_model"))
     # ------------------------------------------------------------------------------------------------------ run + save
