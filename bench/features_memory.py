@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, ROOT)
 
 M, D = "smollm2_135M", "demo"

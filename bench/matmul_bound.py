@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import torch
 
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.data import load_prompts  # noqa: E402
 from utils.models import embedded_model_folder, load_policy_tokenizer, resolve_model  # noqa: E402

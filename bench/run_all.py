@@ -33,6 +33,7 @@ from torch import nn  # noqa: E402
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
 
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import (  # noqa: E402
     ROOT,

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import command_line, environment_lines, forced_config, interleaved, median, record, write_results  # noqa: E402
 from utils.data import load_prompts  # noqa: E402

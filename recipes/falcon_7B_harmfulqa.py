@@ -19,7 +19,9 @@ win rate against base (the exact figures were not recovered, so none is given he
 import os
 import sys
 
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# and this folder holds the recipe it extends
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from falcon_7B_hh_rlhf import SETTING as TRAINED  # noqa: E402
 

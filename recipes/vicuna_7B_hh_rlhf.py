@@ -12,6 +12,7 @@ RE-Control 0.824, 0.579, 6.214, 75.6%; RE-Control + Prompting 0.830, 0.577, 6.26
 import os
 import sys
 
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
 from utils.recipes import Setting, main  # noqa: E402

@@ -12,6 +12,7 @@ GPT-4 win 40.3%, 58.0%, 63.6%.
 import os
 import sys
 
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
 from utils.recipes import Setting, main  # noqa: E402

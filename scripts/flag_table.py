@@ -15,6 +15,7 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, ROOT)
 OUTPUT = os.path.join(ROOT, "docs", "flags.md")
 ORDER = ["get_activations_only", "reward_label", "train_value_model", "inference_intervention", "measure_reward",

@@ -6,6 +6,7 @@ import glob
 import os
 import sys
 
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
 from utils.io import atomic_path, load_json, output_path  # noqa: E402

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
 from utils.io import atomic_path, load_json, load_reward_record, output_path, save_json  # noqa: E402

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Union
 
 from utils import cli
+from utils.names import value_model_stem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the stage scripts' folder
 
@@ -27,11 +28,24 @@ class Setting:
     max_new_tokens: int = 128
 
 
-def run_names(setting: Setting) -> List[str]:
-    """Base, RE-Control and RE-Control + Prompting, as stage 4 names them."""
-    stem = f"{setting.model_name}_{setting.dataset_name}"
-    re_control = f"{stem}_{setting.value_lr}_{setting.num_updates}_{setting.step_size}"
-    return [f"{stem}_base", re_control, re_control + "_prompting"]
+def stage4_names(model_name: str, dataset_name: str, output_dir: str, value_lr: float, step_size: float,
+                 num_updates: int, value_model: Optional[str] = None) -> List[str]:
+    """Base, RE-Control and RE-Control + Prompting, as stage 4 itself names them (utils.stages.stage4_inference)."""
+    from utils.configs import DecodeConfig
+    from utils.methods.plain import ReControlOptions
+    from utils.stages.stage4_inference import plan_run
+    names = []
+    for method in ("base", "re_control", "re_control_prompting"):
+        config = DecodeConfig(model_name=model_name, dataset_name=dataset_name, output_dir=output_dir, method=method,
+                              value_lr=value_lr, value_model=value_model)
+        names.append(plan_run(config, ReControlOptions(step_size, num_updates) if method != "base" else None).name)
+    return names
+
+
+def run_names(setting: Setting, output_dir: str = ".") -> List[str]:
+    """Base, RE-Control and RE-Control + Prompting of a paper setting, as stage 4 names them."""
+    return stage4_names(setting.model_name, setting.dataset_name, output_dir, setting.value_lr, setting.step_size,
+                        setting.num_updates)
 
 
 def commands(setting: Setting, python: str = "python", output_dir: str = ".", judge: bool = False,
@@ -41,7 +55,7 @@ def commands(setting: Setting, python: str = "python", output_dir: str = ".", ju
     reward = ["--reward_model", setting.reward_model]
     steer = ["--use_intervention", "True", "--value_lr", str(setting.value_lr), "--lr", str(setting.step_size),
              "--epochs", str(setting.num_updates), "--max_new_tokens", str(setting.max_new_tokens)]
-    base, re_control, re_prompting = run_names(setting)
+    base, re_control, re_prompting = run_names(setting, output_dir)
     lines = [
         ["get_activations_only.py", *common, "--max_new_tokens", str(setting.max_new_tokens)],
         ["reward_label.py", *common, *reward, "--mode", "train"],
@@ -82,18 +96,17 @@ class OodSetting:
 
 
 def ood_value_model(setting: OodSetting, output_dir: str = ".") -> str:
-    """The trained setting's value model, under the name its recipe's stage 3 writes (utils.io.value_model_stem)."""
+    """The trained setting's value model, under the name its recipe's stage 3 writes."""
     t = setting.trained
-    return os.path.join(output_dir, "trained_model",
-                        f"value_model_{t.model_name}_{t.dataset_name}_{t.value_lr}.safetensors")
+    return value_model_stem(output_dir, t.model_name, t.dataset_name, t.value_lr) + ".safetensors"
 
 
-def ood_run_names(setting: OodSetting) -> List[str]:
+def ood_run_names(setting: OodSetting, output_dir: str = ".") -> List[str]:
     """Base, RE-Control and RE-Control + Prompting, as stage 4 names them: a value model of another data set is named
-    by its file name (utils.value_model.value_model_tag)."""
-    t, stem = setting.trained, f"{setting.model_name}_{setting.dataset_name}"
-    re_control = f"{stem}_value_model_{t.model_name}_{t.dataset_name}_{t.value_lr}_{t.num_updates}_{t.step_size}"
-    return [f"{stem}_base", re_control, re_control + "_prompting"]
+    by its file name."""
+    t = setting.trained
+    return stage4_names(setting.model_name, setting.dataset_name, output_dir, t.value_lr, t.step_size,
+                        t.num_updates, ood_value_model(setting, output_dir))
 
 
 def ood_commands(setting: OodSetting, python: str = "python", output_dir: str = ".", judge: bool = False,
@@ -109,7 +122,7 @@ def ood_commands(setting: OodSetting, python: str = "python", output_dir: str = 
     steer = ["--use_intervention", "True", "--value_model", ood_value_model(setting, output_dir), "--value_lr",
              str(t.value_lr), "--lr", str(t.step_size), "--epochs", str(t.num_updates)]
     tokens = ["--max_new_tokens", str(t.max_new_tokens)]
-    base, re_control, re_prompting = ood_run_names(setting)
+    base, re_control, re_prompting = ood_run_names(setting, output_dir)
     lines = [
         ["inference_intervention.py", *common, "--use_intervention", "False", *tokens],
         ["inference_intervention.py", *common, *steer, *tokens],
