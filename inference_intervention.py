@@ -27,7 +27,7 @@ from utils import cli
 from utils.config import build, option
 from utils.configs import DecodeConfig
 from utils.decoding import get_method, options_from
-from utils.stages.stage4_inference import RunNameSwitch, Stage4Args, plan_run, run_decode
+from utils.stages.stage4_inference import RunNameSwitch, Stage4Args, run_stage4_script
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    parsed = parse_args(argv)
-    if parsed.print_run_name:
-        print(plan_run(parsed.config, parsed.options).name)
-        return
-    cli.setup(parsed.config)
-    print(f"run name: {run_decode(parsed.config, parsed.options)}")
+    run_stage4_script(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,6 @@
 """Argument parsing shared by the stage scripts, and the one-line error exit."""
 import argparse
-import random
 import sys
-
-import numpy as np
 
 from utils.config import (  # noqa: F401  (the scripts' flag types, re-exported)
     add_options,
@@ -18,6 +15,7 @@ from utils.config import (  # noqa: F401  (the scripts' flag types, re-exported)
     unit_float,
 )
 from utils.errors import UsageError
+from utils.runs import set_seed, setup  # noqa: F401  (the scripts' cli.setup)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -60,21 +58,6 @@ def parse_config(parser, config_class, argv=None, **overrides):
         return build(config_class, values, **overrides)
     except UsageError as err:
         parser.error(str(err))
-
-
-def set_seed(seed):
-    import torch
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def setup(config):
-    """Seed and thread count, common to every stage."""
-    import torch
-    if getattr(config, "num_threads", None):
-        torch.set_num_threads(config.num_threads)
-    set_seed(getattr(config, "seed", 0))
 
 
 def main_guard(main):

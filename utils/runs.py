@@ -15,7 +15,6 @@ import time
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from utils.cli import set_seed
 from utils.errors import UsageError
 from utils.features import save_safetensors
 from utils.io import read_json_or_none, save_json, sidecar_path
@@ -124,6 +123,24 @@ class BatchRun:
     def finish(self):
         """The outputs are written: the batches are no longer needed."""
         shutil.rmtree(self.parts, ignore_errors=True)
+
+
+def set_seed(seed):
+    import random
+
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup(config):
+    """Seed and thread count, common to every stage."""
+    import torch
+    if getattr(config, "num_threads", None):
+        torch.set_num_threads(config.num_threads)
+    set_seed(getattr(config, "seed", 0))
 
 
 def seed_batch(seed, index):

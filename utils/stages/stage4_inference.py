@@ -18,7 +18,7 @@ from utils.generation import answer_prompts
 from utils.io import adapter_meta_path, read_json_or_none, response_path, run_settings
 from utils.models import load_policy_tokenizer, resolve_model
 from utils.names import model_tag, named_dataset, run_name, value_model_stem
-from utils.runs import refuse_overwrite, written_with
+from utils.runs import refuse_overwrite, setup, written_with
 from utils.sweep import read_choice
 from utils.value_model import check_value_model, find_value_model
 
@@ -63,6 +63,16 @@ class Stage4Args:
     config: DecodeConfig
     options: Any
     print_run_name: bool = False
+
+
+def run_stage4_script(parsed: Stage4Args) -> None:
+    """What a stage-4 script does with its parsed flags: print the run's name (--print_run_name), or run it and end
+    with the line 'run name: NAME'."""
+    if parsed.print_run_name:
+        print(plan_run(parsed.config, parsed.options).name)
+        return
+    setup(parsed.config)
+    print(f"run name: {run_decode(parsed.config, parsed.options)}")
 
 
 @dataclass(frozen=True)
