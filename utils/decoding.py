@@ -28,10 +28,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from utils.engines import ENGINES, Engine
+from utils.engines import ENGINES, Engine, Rows
 from utils.errors import UsageError
 
-Rows = Tuple[List[str], List[str]]
 DecodeBatch = Callable[[Sequence[str], Sequence[str]], Rows]  # (texts, conversations) -> (responses, results)
 
 
@@ -54,7 +53,11 @@ class Resources:
     loaded_value_model: Any = None
     loaded_reward_model: Any = None
     loaded_direction: Any = None
-    check_value_model: Optional[Callable[[Any], None]] = None
+
+    def use_value_model(self, stem: str) -> None:
+        """Read the value model from `stem` on first use; one already loaded from it is kept (not read again)."""
+        if stem != self.value_model_stem:
+            self.value_model_stem, self.loaded_value_model = stem, None
 
     def value_model(self):
         if self.loaded_value_model is None:
@@ -62,8 +65,6 @@ class Resources:
             if self.value_model_stem is None:
                 raise UsageError("this method needs a value model: pass --value_lr or --value_model")
             self.loaded_value_model = load_value_model(self.value_model_stem)
-            if self.check_value_model:
-                self.check_value_model(self.loaded_value_model)
         return self.loaded_value_model
 
     def reward_model(self):

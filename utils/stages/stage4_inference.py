@@ -132,7 +132,7 @@ def run_decode(config: DecodeConfig, options: Any = None, engine: Optional[Engin
     if method.uses_value_model:  # then a value model of another LLM, before the defaults and the policy
         from utils.models import config_hidden_size
         resources = resources or Resources(engine=None, max_new_tokens=config.max_new_tokens)
-        resources.value_model_stem, resources.loaded_value_model = find_policy_value_model(config)[0], None
+        resources.use_value_model(find_policy_value_model(config)[0])
         check_value_model(resources.value_model(), config.model_name,
                           config_hidden_size(spec, config.trust_remote_code))
     plan = plan_run(config, options, prefix)
@@ -149,7 +149,7 @@ def run_decode(config: DecodeConfig, options: Any = None, engine: Optional[Engin
     prompting = method.prompting or config.prompting
     prompts = load_prompts(config, config.split, spec, tokenizer, ALIGNMENT_PROMPT if prompting else None)
     engine = open_engine(config, spec, tokenizer, engine)
-    resources = _resources(config, engine, resources, stem, loaded.get("reward_model"))
+    resources = _resources(config, engine, resources, loaded.get("reward_model"))
     # ------------------------------------------------------------------------------------------------------ run + save
     value_model = resources.loaded_value_model if method.uses_value_model else None
     with method.session(resources, options) as decode_batch:
@@ -161,16 +161,12 @@ def run_decode(config: DecodeConfig, options: Any = None, engine: Optional[Engin
     return name
 
 
-def _resources(config: DecodeConfig, engine: Engine, resources: Optional[Resources], stem: Optional[str],
-               reward_model: Any) -> Resources:
+def _resources(config: DecodeConfig, engine: Engine, resources: Optional[Resources], reward_model: Any) -> Resources:
     """The run's Resources on `engine`: the given ones (their loaded models kept) or new ones."""
     resources = resources or Resources(engine=engine, max_new_tokens=config.max_new_tokens)
     resources.engine, resources.max_new_tokens, resources.use_cache = engine, config.max_new_tokens, config.use_cache
-    if stem is not None and resources.value_model_stem != stem:
-        resources.value_model_stem, resources.loaded_value_model = stem, None
-    if resources.loaded_value_model is not None:
+    if resources.loaded_value_model is not None:  # checked against the config's size; the engine's must agree
         check_value_model(resources.loaded_value_model, config.model_name, engine.hidden_size())
-    resources.check_value_model = lambda vm: check_value_model(vm, config.model_name, engine.hidden_size())
     if reward_model is not None:
         resources.loaded_reward_model = reward_model
     if resources.load_reward_model is None:
