@@ -38,6 +38,7 @@ from utils.stages.stage4_inference import plan_run, run_decode
 from utils.stages.stage5_reward import run_measure_reward
 from utils.stages.stage6_metrics import run_metrics
 from utils.sweep import RULES, choose, describe, grid_table, paper_score, plot_grid
+from utils.value_model import value_model_fingerprint
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ def main(argv=None):
                                                          **scoring), encoder))
         rows.append(dict(run=run, **(cell or {}), **{k: reward.get(k) for k in (
             "average_reward", "standard_error", "paired_difference", "paired_standard_error")},
+            **{f"heldout_{k}": (reward.get("heldout") or {}).get(k) for k in (
+                "reward_model", "average_reward", "paired_difference", "paired_standard_error")},
             **{k: evaluation[k] for k in ("diversity", "coherence", "rep-2", "rep-3", "rep-4", "length")}))
         if index:
             print(f"{describe(rows[-1], list(grid))}: reward {rows[-1]['average_reward']:.4f} "
@@ -158,6 +161,7 @@ def main(argv=None):
     num_prompts = len(load_json(output_path(config.output_dir, "reward", base["run"]))["rewards"])
     result = {"model_name": config.model_name, "dataset_name": config.dataset_name, "split": config.split,
               "num_prompts": num_prompts, "method": method.name, "tuned": list(grid), "value_model": value_model,
+              "value_model_sha256": value_model and value_model_fingerprint(value_model),
               "rule": rule, "min_diversity_ratio": values["min_diversity_ratio"],
               "min_coherence_ratio": values["min_coherence_ratio"], "chosen": chosen[rule], "rules": chosen,
               "base": base, "cells": cells}

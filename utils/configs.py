@@ -185,7 +185,9 @@ class ValueModelConfig(OutputOptions):
                                   "--val_fraction > 0) instead of the last one")
     standardize_rewards: bool = option(False, "train on standardised rewards (train mean 0, std 1); the saved model "
                                        "is folded back to reward units, so step sizes keep their meaning")
-    eval_split: str = option("test", "split whose loss is reported every epoch (never used for a choice)")
+    eval_split: str = option("auto", "split whose loss is reported every epoch (never used for a choice): 'auto' = "
+                             "the tuning split where the data set has one (demo: stage 1 on --splits tune first), "
+                             "else test")
     value_model: Optional[str] = option(None, "save the value model under this path (no extension) instead of "
                                         "trained_model/value_model_{m}_{d}_{lr}[_variant]")
     checkpoint_every: int = option(10, "save a checkpoint every N epochs", parse=positive_int)
@@ -208,6 +210,9 @@ class DecodeConfig(RewardModelOptions, ValueModelChoice, PolicyOptions):
     prompting: bool = option(False, "prepend the paper's alignment prompt ('+ Prompting')")
     settings_from: Optional[str] = option(None, "a sweep result (results/{m}_{d}_sweep*.json from sweep.py): take "
                                           "the method's tuned options from the cell it chose on its tuning split")
+    allow_other_value_model: bool = option(False, "with --settings_from: use a setting chosen for another value "
+                                           "model than the one this run reads (refused otherwise; the run's record "
+                                           "and the table then say so)")
     use_cache: bool = option(True, "use the KV cache while generating")
 
 
@@ -219,6 +224,10 @@ class MeasureRewardConfig(RewardStageOptions):
     dataset_name: str = option("demo", "data set name (for the record)")
     baseline: Optional[str] = option(None, "run name of a baseline already scored here: also report the paired "
                                      "difference")
+    heldout_reward_model: str = option("auto", "a second scorer, reported beside the reward, that no stage trains on "
+                                       "and no choice is made by (a check for reward hacking): 'textblob', any "
+                                       "--reward_model value, 'none', or 'auto' = textblob when --reward_model is "
+                                       "vader, else none")
 
 
 @dataclass(frozen=True)

@@ -105,13 +105,20 @@ def text_metrics(records, encoder, batch_size=64):
     return summary, rows, sorted(tokenizers)
 
 
-def reward_result(run, reward_model, rewards, baseline=None):
+def reward_result(run, reward_model, rewards, baseline=None, heldout=None):
     """Stage 5's record of a run: average, standard error and every reward; the paired difference to `baseline`
-    (a stage-5 record of the same prompts) if given."""
+    (a stage-5 record of the same prompts) if given. heldout: (scorer, its rewards), recorded the same way under
+    "heldout" (paired with the baseline's held-out rewards when it has them)."""
     mean, se = mean_and_se(rewards)
     result = {"run": run, "reward_model": reward_model, "average_reward": mean, "standard_error": se,
               "count": len(rewards), "rewards": rewards}
     if baseline is not None:
         diff, diff_se = paired_difference(rewards, baseline["rewards"])
         result.update(baseline=baseline["run"], paired_difference=diff, paired_standard_error=diff_se)
+    if heldout is not None:
+        scorer, scores = heldout
+        base = (baseline or {}).get("heldout") or {}
+        paired_with = dict(base, run=baseline["run"]) if base.get("reward_model") == scorer else None
+        result["heldout"] = reward_result(run, scorer, scores, paired_with)
+        result["heldout"].pop("run")
     return result

@@ -1,4 +1,4 @@
-"""Reward models behind one interface (stages 2 and 5): VADER, sequence-classification RMs, and UltraRM."""
+"""Reward models behind one interface (stages 2 and 5): VADER, TextBlob, sequence-classification RMs, UltraRM."""
 import json
 import os
 
@@ -84,6 +84,24 @@ class VaderReward(RewardModel):
         return [self.analyzer.polarity_scores(t)["compound"] for t in texts]
 
 
+class TextBlobReward(VaderReward):
+    """The demo's held-out scorer: TextBlob's polarity (-1..1, the pattern library's hand-rated adjective lexicon) of
+    the answer alone. No stage trains on it and no choice is made by it, so it checks VADER's gains for reward
+    hacking (text that pleases one lexicon only)."""
+    name = "textblob"
+
+    def __init__(self, batch_size=32):  # noqa: super() would load VADER
+        RewardModel.__init__(self, batch_size)
+        from textblob import TextBlob
+        self.blob = TextBlob
+
+    def score_batch(self, texts):
+        return [self.blob(t).sentiment.polarity for t in texts]
+
+
+LEXICON_REWARDS = {"vader": VaderReward, "textblob": TextBlobReward}
+
+
 def llama_reward_model_class():
     """UltraRM-13b's head: a Llama body and a bias-free regression_head read at the last non-padding token."""
     from transformers import LlamaModel, LlamaPreTrainedModel
@@ -155,6 +173,15 @@ def is_ultrarm(path):
 
 
 def load_reward_model(name, device="auto", dtype="auto", batch_size=32, trust_remote_code=False):
-    if name == "vader":
-        return VaderReward(batch_size)
+    if name in LEXICON_REWARDS:
+        return LEXICON_REWARDS[name](batch_size)
     return TransformerReward(name, device, dtype, batch_size, trust_remote_code)
+
+
+def heldout_scorer(name, reward_model):
+    """The held-out scorer stage 5 reports beside `reward_model` ('auto': textblob beside vader), or None."""
+    if name == "auto":
+        name = "textblob" if reward_model == "vader" else "none"
+    if name == reward_model:
+        raise UsageError(f"--heldout_reward_model {name} is the reward model itself; pass another scorer or 'none'")
+    return None if name == "none" else name

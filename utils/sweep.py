@@ -68,23 +68,30 @@ def ratio(value, base):
     return f" ({value / base:.2f}x)" if base else ""
 
 
+def paired_text(diff, se):
+    """'+0.1234 ± 0.0321 (3.8 SE)', or '—' for a row without a paired difference."""
+    if diff is None:
+        return "—"
+    return f"{diff:+.4f} ± {se:.4f}" + (f" ({diff / se:.1f} SE)" if se else "")
+
+
 def grid_table(cells, base, chosen, keys):
-    """Markdown: one row per cell, the chosen ones marked."""
+    """Markdown: one row per cell, the chosen ones marked (and the held-out scorer's difference, when scored)."""
+    heldout = base.get("heldout_reward_model")
     columns = ["setting", "average reward", "vs base (paired)", "diversity", "coherence", "rep-4", "paper score",
-               "chosen by"]
+               "chosen by"] + ([f"held-out {heldout} vs base"] if heldout else [])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for cell in [base] + cells:
         rules = [rule for rule, c in chosen.items() if c is not None and c["run"] == cell["run"]]
-        diff = cell.get("paired_difference")
-        vs = "—" if diff is None else (f"{diff:+.4f} ± {cell['paired_standard_error']:.4f}"
-                                       + (f" ({diff / cell['paired_standard_error']:.1f} SE)"
-                                          if cell["paired_standard_error"] else ""))
         lines.append("| " + " | ".join([
             "base" if cell is base else describe(cell, keys),
-            f"{cell['average_reward']:.4f} ± {cell['standard_error']:.4f}", vs,
+            f"{cell['average_reward']:.4f} ± {cell['standard_error']:.4f}",
+            paired_text(cell.get("paired_difference"), cell.get("paired_standard_error")),
             f"{cell['diversity']:.3f}{ratio(cell['diversity'], base['diversity'])}",
             f"{cell['coherence']:.3f}{ratio(cell['coherence'], base['coherence'])}",
-            f"{cell['rep-4']:.2f}", f"{paper_score(cell):.4f}", ", ".join(rules) or ""]) + " |")
+            f"{cell['rep-4']:.2f}", f"{paper_score(cell):.4f}", ", ".join(rules) or ""]
+            + ([paired_text(cell.get("heldout_paired_difference"), cell.get("heldout_paired_standard_error"))]
+               if heldout else [])) + " |")
     return "\n".join(lines) + "\n"
 
 

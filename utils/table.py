@@ -17,9 +17,10 @@ from utils.io import (
     sidecar_path,
 )
 from utils.metrics import paired_difference
+from utils.sweep import paired_text
 
 COLUMNS = ["method", "run", "split", "diversity", "coherence", "average reward", "reward SE", "vs base", "vs base SE",
-           "win rate %", "time (s)"]
+           "held-out scorer", "held-out reward", "held-out vs base", "held-out vs base SE", "win rate %", "time (s)"]
 
 
 def optional(path):
@@ -68,9 +69,12 @@ def gather(root, prefix, base_name, runs=None):
         meta = optional(sidecar_path(response_path(root, run)))
         judgments = [load_json(p) for p in glob.glob(output_path(root, "judgment", f"{run}_*"))
                      if not p.endswith(".meta.json")]
-        diff = (None, None)
+        diff, heldout_diff = (None, None), (None, None)
+        heldout, base_heldout = reward.get("heldout") or {}, (base or {}).get("heldout") or {}
         if base and run != base_name and len(base["rewards"]) == len(reward["rewards"]):
             diff = paired_difference(reward["rewards"], base["rewards"])
+            if heldout and base_heldout.get("reward_model") == heldout["reward_model"]:
+                heldout_diff = paired_difference(heldout["rewards"], base_heldout["rewards"])
         rows.append({"method": method_name(meta), "run": run, "split": (meta or {}).get("split"),
                      "diversity": evaluation.get("diversity"),
                      "coherence": evaluation.get("coherence"), "average reward": reward["average_reward"],
@@ -78,7 +82,11 @@ def gather(root, prefix, base_name, runs=None):
                      "win rate %": judgments[0]["win_rate"] if judgments else None,
                      "time (s)": meta.get("seconds") if meta else None, "rewards": reward["rewards"],
                      "value model": (meta or {}).get("value_model"),
-                     "settings from": ((meta or {}).get("args") or {}).get("settings_from")})
+                     "settings from": ((meta or {}).get("args") or {}).get("settings_from"),
+                     "chosen for this value model": ((meta or {}).get("settings") or {}).get(
+                         "settings_chosen_for_this_value_model"),
+                     "held-out scorer": heldout.get("reward_model"), "held-out reward": heldout.get("average_reward"),
+                     "held-out vs base": heldout_diff[0], "held-out vs base SE": heldout_diff[1]})
     rows.sort(key=lambda r: (r["run"] != base_name, runs.index(r["run"])))
     return rows
 
@@ -92,7 +100,9 @@ def notes(rows, dataset_name=None):
             sweep = optional(r["settings from"]) or {}
             lines.append(f"{r['method']}: the setting was chosen by the {sweep.get('rule', '?')} rule on the "
                          f"'{sweep.get('split', '?')}' split ({sweep.get('num_prompts', '?')} prompts), not on the "
-                         f"prompts of this table: {r['settings from']}.")
+                         f"prompts of this table: {r['settings from']}"
+                         + (", chosen for another value model than this run's." if r.get("chosen for this value model")
+                            is False else "."))
         vm = r["value model"]
         if vm and vm.get("dataset") and dataset_name and vm["dataset"] != dataset_name:
             lines.append(f"{r['method']}: the value model was trained on {vm['dataset']}'s prompts and is applied "
@@ -103,6 +113,10 @@ def notes(rows, dataset_name=None):
                          f"{split} split "
                          f"{vm['test_loss']:.4f} (terminal part {vm.get('test_terminal_loss', float('nan')):.4f}; "
                          f"predicting the mean reward: {vm.get('baseline_terminal_loss', float('nan')):.4f}).")
+    scorers = {r.get("held-out scorer") for r in rows} - {None}
+    if scorers:
+        lines.append(f"Held-out: the paired difference under {', '.join(sorted(scorers))}, a scorer no stage trained "
+                     f"on and no choice was made by (measure_reward.py --heldout_reward_model).")
     return "\n".join(lines)
 
 
@@ -123,13 +137,14 @@ def markdown(rows, judge_note):
             return "skipped" if key == "win rate %" else "—"
         if key == "average reward":
             return f"{value:.4f} ± {row['reward SE']:.4f}"
-        if key == "vs base":
-            se = row["vs base SE"]
-            return f"{value:+.4f} ± {se:.4f}" + (f" ({value / se:.1f} SE)" if se else "")
+        if key in ("vs base", "held-out vs base"):
+            return paired_text(value, row[key + " SE"])
         if key == "time (s)":
             return f"{value:.1f}"
         return f"{value:.3f}" if isinstance(value, float) else str(value)
     keys = ["method", "split", "diversity", "coherence", "average reward", "vs base", "win rate %", "time (s)"]
+    if any(r.get("held-out scorer") for r in rows):
+        keys.insert(6, "held-out vs base")
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(cell(r, k) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + ("\n\n" + judge_note if judge_note else "") + "\n"

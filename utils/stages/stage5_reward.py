@@ -11,7 +11,7 @@ from utils.io import (
     write_sidecar,
 )
 from utils.metrics import cut_at_next_turn, reward_result
-from utils.rewards import load_reward_model
+from utils.rewards import heldout_scorer, load_reward_model
 from utils.runs import BatchRun, refuse_overwrite, written_with
 
 
@@ -27,6 +27,7 @@ def run_measure_reward(args, reward_model=None):
         print(f"{args.out_file}: already scored with these settings -> {out} (skipped)")
         return out
     refuse_overwrite(out, settings, args.overwrite)
+    heldout = heldout_scorer(args.heldout_reward_model, args.reward_model)
     # ------------------------------------------------------------------------------------------------------ load
     records = load_records(responses, "inference_intervention.py")
     baseline = None
@@ -36,12 +37,17 @@ def run_measure_reward(args, reward_model=None):
                                                      args.trust_remote_code)
     # ------------------------------------------------------------------------------------------------------ run
     answers = [cut_at_next_turn(r["results"]) for r in records]
-    run, rewards = reward_model.score_run([r.get("conversation", r["prompt"]) for r in records], answers,
+    conversations = [r.get("conversation", r["prompt"]) for r in records]
+    run, rewards = reward_model.score_run(conversations, answers,
                                           lambda n: BatchRun(out, settings, n, args.overwrite))
     if rewards is None:
         return None  # another process writes the result
+    if heldout:  # cheap lexicons, or a second model: scored whole, in the main process
+        scores = load_reward_model(heldout, args.device, args.dtype, args.batch_size,
+                                   args.trust_remote_code).score(conversations, answers, progress=False)
+        heldout = (heldout, scores)
     try:
-        result = reward_result(args.out_file, args.reward_model, rewards, baseline)
+        result = reward_result(args.out_file, args.reward_model, rewards, baseline, heldout)
     except ValueError as err:
         raise UsageError(f"--baseline {args.baseline}: {err}")
     print(f"{args.out_file}: average reward {result['average_reward']:.4f} ± {result['standard_error']:.4f} "
@@ -50,6 +56,11 @@ def run_measure_reward(args, reward_model=None):
         diff, diff_se = result["paired_difference"], result["paired_standard_error"]
         print(f"  vs {args.baseline} ({baseline['average_reward']:.4f}): difference {diff:+.4f} ± {diff_se:.4f} "
               f"(paired SE; {diff / diff_se if diff_se else float('nan'):.2f} SE)")
+    if "heldout" in result:
+        h = result["heldout"]
+        print(f"  held-out scorer {h['reward_model']}: {h['average_reward']:.4f} ± {h['standard_error']:.4f}"
+              + (f"; vs {args.baseline} {h['paired_difference']:+.4f} ± {h['paired_standard_error']:.4f}"
+                 if "paired_difference" in h else ""))
     # ------------------------------------------------------------------------------------------------------ save
     save_json(result, out)
     write_sidecar(out, args, settings)
