@@ -125,6 +125,40 @@ def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir, tmp_path):
                                              "--settings_from", path, "--lr", "1"))
 
 
+def test_stage4_refuses_a_setting_chosen_for_another_value_model(swept, tiny_llama_dir, tmp_path):
+    from utils.table import gather, notes
+    from utils.value_model import value_model_fingerprint
+    out, qfile, _ = own_copy(swept, tmp_path)
+    m = tag(tiny_llama_dir)
+    path = os.path.join(out, "results", f"{m}_{D}_sweep.json")
+    stem = os.path.join(out, "trained_model", f"value_model_{m}_{D}_0.01_ep3_bs4")
+    assert read_json(path)["value_model_sha256"] == value_model_fingerprint(stem)
+    # another draw of the value model (seed 1): the sweep's choice was not made for it
+    train_value_model.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--lr", "0.01", "--epochs", "3",
+                            "--batch_size", "4", "--device", "cpu", "--output_dir", out, "--seed", "1",
+                            "--value_model", stem, "--overwrite", "True"])
+    assert read_json(path)["value_model_sha256"] != value_model_fingerprint(stem)
+    steered = llm_args(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.01",
+                       "--settings_from", path)
+    with pytest.raises(UsageError, match="chosen for another value model.*--allow_other_value_model True"):
+        inference_intervention.main(steered)
+    assert not [f for f in os.listdir(os.path.join(out, "response")) if not f.startswith(f"{m}_{D}_tune")]
+    inference_intervention.main(steered + ["--allow_other_value_model", "True"])
+    inference_intervention.main(llm_args(tiny_llama_dir, out, qfile, "--use_intervention", "False"))
+    (run,) = [f[:-len(".meta.json")] for f in os.listdir(os.path.join(out, "response"))
+              if f.endswith(".meta.json") and "_tune" not in f and "_base" not in f]
+    settings = read_json(os.path.join(out, "response", f"{run}.meta.json"))["settings"]
+    assert settings["value_model_sha256"] == value_model_fingerprint(stem)
+    assert settings["settings_chosen_for_this_value_model"] is False
+    for name in (run, f"{m}_{D}_base"):
+        import measure_reward
+        import metrics
+        measure_reward.main(["--output_dir", out, "--out_file", name, "--model_name", tiny_llama_dir])
+        metrics.main(["--output_dir", out, "--run_name", name, "--embedding_model", "minilm"])
+    rows = gather(out, f"{m}_{D}", f"{m}_{D}_base")
+    assert "chosen for another value model than this run's" in notes(rows)
+
+
 def test_static_re_is_swept_and_read_back(swept, tiny_llama_dir, tmp_path):
     import decode_methods
     from utils.stages.stage4_inference import plan_run

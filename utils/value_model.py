@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from utils.errors import UsageError
-from utils.io import atomic_path, load_tensors, save_json
+from utils.io import atomic_path, file_sha256, load_tensors, save_json
 from utils.names import VARIANT, value_model_stem, value_model_tag
 
 
@@ -183,6 +183,21 @@ def load_value_model(stem):
             linear.bias.copy_(bias)
     model.config = config
     return model.eval()
+
+
+def value_model_file(stem):
+    """The file a value model is read from: stem.safetensors, else the original's stem.pth (None if neither)."""
+    for path in (stem + ".safetensors", stem + ".pth"):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def value_model_fingerprint(stem):
+    """The sha256 of the value model's file (None if it does not exist yet): what a sweep chose its setting for,
+    and what stage 4 read."""
+    path = value_model_file(stem)
+    return file_sha256(path) if path else None
 
 
 def find_value_model(root, m, d, value_lr, path=None):

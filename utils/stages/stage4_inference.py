@@ -15,12 +15,12 @@ from utils.engines import Engine, open_engine
 from utils.errors import UsageError
 from utils.features import load_sequences
 from utils.generation import answer_prompts
-from utils.io import adapter_meta_path, read_json_or_none, response_path, run_settings
+from utils.io import adapter_meta_path, load_json, read_json_or_none, response_path, run_settings
 from utils.models import load_policy_tokenizer, resolve_model
 from utils.names import model_tag, named_dataset, run_name, value_model_stem
 from utils.runs import refuse_overwrite, setup, written_with
 from utils.sweep import read_choice
-from utils.value_model import check_value_model, find_value_model
+from utils.value_model import check_value_model, find_value_model, value_model_fingerprint
 
 
 def find_policy_value_model(config: Any) -> Tuple[str, str]:
@@ -97,11 +97,31 @@ def plan_run(config: DecodeConfig, options: Any = None, prefix: Optional[str] = 
     options = resolve_options(method, options if options is not None else method.Options(), config,
                               config.settings_from)
     stem, tag = find_policy_value_model(config) if method.uses_value_model else (None, None)
+    fingerprint = value_model_fingerprint(stem) if stem else None
+    provenance = {"value_model_sha256": fingerprint} if stem else {}
+    if stem and config.settings_from:
+        provenance["settings_chosen_for_this_value_model"] = check_chosen_for(config, stem, fingerprint)
     prefix = prefix or f"{model_tag(config.model_name)}_{named_dataset(config)}"
     name = run_name(prefix, method.run_part(options, tag), method.prompting or config.prompting)
     settings = run_settings(config, **{f"option_{k}": v for k, v in as_dict(options).items()},
-                            value_model_file=stem and os.path.relpath(stem, config.output_dir))
+                            value_model_file=stem and os.path.relpath(stem, config.output_dir), **provenance)
     return Plan(name, response_path(config.output_dir, name), settings, options, stem)
+
+
+def check_chosen_for(config: DecodeConfig, stem: str, fingerprint: Optional[str]) -> Optional[bool]:
+    """Whether the --settings_from sweep chose its setting for this very value model (by sha256); a setting chosen
+    for another one is refused unless --allow_other_value_model. None while the value model does not exist yet."""
+    swept_for = load_json(config.settings_from, stage_hint="sweep.py").get("value_model_sha256")
+    if fingerprint is None:
+        return None
+    if swept_for == fingerprint:
+        return True
+    if not config.allow_other_value_model:
+        what = "another value model" if swept_for else "a value model it does not fingerprint (an older sweep)"
+        raise UsageError(f"--settings_from {config.settings_from} was chosen for {what}, not for "
+                         f"{os.path.basename(stem)} (sha256 {fingerprint[:12]}); sweep this value model (sweep.py), "
+                         f"or pass --allow_other_value_model True to use it anyway")
+    return False
 
 
 def adapter_description(config: Any) -> dict:
