@@ -113,6 +113,11 @@ def read_records_file(path):
     return data
 
 
+def has_tuning_split(dataset_name):
+    """Whether a named data set ships a tuning split (the demo's three disjoint splits)."""
+    return dataset_name == "demo" and os.path.exists(os.path.join(DEMO_DIR, "demo_tune.jsonl"))
+
+
 def load_records(dataset_name, split, data_file=None, dataset_path=None):
     if data_file:
         return read_records_file(data_file.replace("{split}", split))

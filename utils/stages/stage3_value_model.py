@@ -1,10 +1,12 @@
 """Stage 3: train the value model on the stage-1 features and stage-2 labels (see train_value_model.py)."""
 import dataclasses
+import os
 import time
 
 from tqdm.auto import tqdm
 
 from utils.config import as_dict
+from utils.data import has_tuning_split
 from utils.errors import UsageError
 from utils.features import load_sequences
 from utils.io import features_path, load_json, new_figure, peak_memory_mb, run_settings, save_csv, save_figure
@@ -33,6 +35,19 @@ def plot_losses(rows, path, baseline, split="test"):
     save_figure(fig, path)
 
 
+def resolve_eval_split(args, m, d):
+    """--eval_split auto: 'tune' where the data set has a tuning split, else 'test'."""
+    if args.eval_split != "auto":
+        return args.eval_split
+    if os.path.exists(features_path(args.output_dir, m, d, "labels", "tune")):
+        return "tune"
+    if has_tuning_split(args.dataset_name):
+        raise UsageError(f"{args.dataset_name} has a tuning split: run get_activations_only.py --splits tune and "
+                         f"reward_label.py --mode tune first (its loss is the one reported), or pass --eval_split "
+                         f"test")
+    return "test"
+
+
 def run_train_value_model(args):
     """Stage 3 (a ValueModelConfig); returns the value model's path without extension."""
     start = time.time()
@@ -41,6 +56,7 @@ def run_train_value_model(args):
     default_layers, default_hidden = default_shape(args.model_name, args.dataset_name)
     args = dataclasses.replace(args, num_layers=default_layers if args.num_layers is None else args.num_layers,
                                hidden_dim=default_hidden if args.hidden_dim is None else args.hidden_dim)
+    args = dataclasses.replace(args, eval_split=resolve_eval_split(args, m, d))
     variant = value_model_variant(as_dict(args), args.model_name, args.dataset_name)
     stem = args.value_model or value_model_stem(args.output_dir, m, d, args.lr, variant)
     stem = stem.removesuffix(".safetensors")
