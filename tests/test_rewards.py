@@ -137,3 +137,28 @@ def test_ultrarm_score_is_the_regression_head_at_the_last_token(ultrarm, tiny_ul
 def test_missing_reward_model_folder_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="cannot load reward model"):
         load_reward_model(str(tmp_path / "no-such-reward-model"), device="cpu")
+
+
+def test_textblob_held_out_scorer_golden_values():
+    """TextBlob's pattern lexicon (the held-out scorer): golden polarities of the answer alone."""
+    from utils.rewards import load_reward_model
+    scores = load_reward_model("textblob").score(["Human: hi\n\nAssistant:"] * 3, [
+        "What a wonderful, great idea!", "This is terrible and sad.", "The sky is blue."], progress=False)
+    assert scores == pytest.approx([1.0, -0.75, 0.0])
+
+
+def test_held_out_scorer_auto_and_refusals():
+    from utils.rewards import heldout_scorer
+    assert heldout_scorer("auto", "vader") == "textblob"
+    assert heldout_scorer("auto", "openbmb/UltraRM-13b") is None
+    assert heldout_scorer("none", "vader") is None
+    with pytest.raises(UsageError, match="is the reward model itself"):
+        heldout_scorer("vader", "vader")
+
+
+def test_stage5_pairs_the_held_out_scores_with_the_baseline(tmp_path):
+    from utils.metrics import reward_result
+    base = reward_result("base", "vader", [0.0, 0.5], heldout=("textblob", [0.1, 0.2]))
+    run = reward_result("run", "vader", [1.0, 0.5], base, heldout=("textblob", [0.3, 0.2]))
+    assert run["heldout"]["paired_difference"] == pytest.approx(0.1)
+    assert run["heldout"]["baseline"] == "base" and run["paired_difference"] == pytest.approx(0.5)

@@ -237,3 +237,18 @@ def test_early_stopping_without_a_validation_slice_is_refused(tmp_path):
     with pytest.raises(SystemExit) as err:
         train_value_model.parse_args(train_args(str(tmp_path), "--early_stopping", "True"))
     assert err.value.code == 2
+
+
+def test_stage3_reports_the_tuning_split_where_the_data_set_has_one(tmp_path):
+    from utils.configs import ValueModelConfig
+    from utils.errors import UsageError
+    from utils.io import features_path
+    from utils.stages.stage3_value_model import resolve_eval_split, run_train_value_model
+    root = str(tmp_path)
+    with pytest.raises(UsageError, match="demo has a tuning split: run get_activations_only.py --splits tune"):
+        run_train_value_model(ValueModelConfig(output_dir=root, dataset_name="demo"))
+    assert resolve_eval_split(ValueModelConfig(output_dir=root, dataset_name="toy"), "m", "toy") == "test"
+    assert resolve_eval_split(ValueModelConfig(output_dir=root, eval_split="test"), "m", "demo") == "test"
+    os.makedirs(os.path.join(root, "features"))
+    open(features_path(root, "m", "toy", "labels", "tune"), "w").close()
+    assert resolve_eval_split(ValueModelConfig(output_dir=root, dataset_name="toy"), "m", "toy") == "tune"
