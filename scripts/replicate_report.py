@@ -1,137 +1,195 @@
-"""Per-draw and pooled effects of scripts/replicate.sh: RE-Control and Static RE against base on the test split.
+"""The replicate's report, from the committed per-prompt files alone (scripts/replicate.sh exports them).
 
-    python scripts/replicate_report.py --output_dir runs/replicate --out results/smollm2_135M_demo_replicate
+    python scripts/replicate_report.py --per_prompt results/per_prompt/replicate \\
+        --out results/smollm2_135M_demo_replicate
 
-Each draw folder (seed*) holds a base run, a RE-Control run and a Static RE run on the test split, scored by
-stages 5-6, and the sweeps that chose their settings on the tuning split. Pooled: the per-prompt difference averaged
-over the draws, its mean and standard error over prompts (the draws share the prompts, so they are not independent
-samples of them).
+Each draw folder (seed*) holds the per-prompt files of base, RE-Control and Static RE on the test split
+(utils/results.py) and the sweeps that chose their settings on the tuning split. Reported:
+- per draw, each paired difference with its conditional SE (over prompts, the draw's value model held fixed), on all
+  test prompts, on test-0101..0250 alone (the prompts no choice ever touched, history included), and under the
+  held-out scorer;
+- over draws, the draws as units: mean of the K draws' effects ± SD/sqrt(K), the t(K-1) 95 % interval and its
+  two-sided p, and a two-stage bootstrap (draws, then prompts) 95 % interval.
 """
 import glob
-import math
 import os
-import shutil
 import sys
 
 # run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
-from utils.io import atomic_path, load_json, load_reward_record, output_path, save_json  # noqa: E402
-from utils.metrics import mean_and_se, paired_difference  # noqa: E402
-from utils.sweep import describe  # noqa: E402
+from utils.io import atomic_path, load_json, save_json  # noqa: E402
+from utils.metrics import mean_and_se  # noqa: E402
+from utils.results import load_per_prompt, over_draws, two_stage_bootstrap  # noqa: E402
 
-M, D = "smollm2_135M", "demo"
-METHODS = {"RE-Control": ("RE-Control", "sweep"), "Static RE": ("static_re", "sweep_static_re")}
+METHODS = {"base": "Base", "re_control": "RE-Control", "static_re": "Static RE"}
+COMPARISONS = (("re_control", "base"), ("static_re", "base"), ("re_control", "static_re"))
+FIRST_UNTOUCHED = 101  # test-0001..0100 were the test split when the first settings were chosen
 
 
 def parse_args(argv=None):
     parser = cli.make_parser(__doc__)
-    parser.add_argument("--output_dir", type=str, default="runs/replicate", help="the folder replicate.sh wrote")
+    parser.add_argument("--per_prompt", type=str, default="results/per_prompt/replicate",
+                        help="the folder of seed* folders of per-prompt files")
     parser.add_argument("--out", type=str, default="results/smollm2_135M_demo_replicate",
                         help="writes OUT.json and OUT.md")
-    parser.add_argument("--demo_sweeps_to", type=str, default=None,
-                        help="copy the first draw's sweep results (.json, .md, .png) into this folder: the demo's "
-                             "draw, whose choices scripts/demo.sh reads")
-    parser.add_argument("--min_diversity_ratio", type=float, default=0.9, help="target: diversity vs base")
-    parser.add_argument("--min_coherence_ratio", type=float, default=0.95, help="target: coherence vs base")
-    parser.add_argument("--min_se", type=float, default=2.0, help="target: paired difference in standard errors")
     return parser.parse_args(argv)
 
 
-def scored_run(folder, run):
-    return (load_reward_record(output_path(folder, "reward", run), "measure_reward.py"),
-            load_json(output_path(folder, "evaluation", run), "metrics.py"))
+def untouched(ids):
+    """The ids of test-0101..0250: test prompts that no choice was ever made on."""
+    return {i for i in ids if i and i.startswith("test-") and int(i.split("-")[1]) >= FIRST_UNTOUCHED}
 
 
-def method_run(folder, method):
-    """The test-split run of `method` ('RE-Control' or 'static_re') in a draw folder."""
-    found = []
-    for path in glob.glob(os.path.join(folder, "response", f"{M}_{D}_*.meta.json")):
-        meta = load_json(path)
-        if meta.get("method") == method and meta.get("split", "test") == "test" and not meta.get("prompting"):
-            found.append(os.path.basename(path)[:-len(".meta.json")])
-    if len(found) != 1:
-        raise cli.UsageError(f"{folder}: expected one {method} run on the test split, found {found}; re-run "
-                             f"scripts/replicate.sh")
-    return found[0]
+def draw_runs(folder):
+    """{method: PerPrompt} of a draw's test-split runs (one each; the alignment-prompt variants are not read)."""
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        record = load_per_prompt(path)
+        if record.split != "test" or record.settings.get("prompting") or record.method not in METHODS:
+            continue
+        if record.method in runs:
+            raise cli.UsageError(f"{folder}: two {record.method} runs on the test split ({runs[record.method].run}, "
+                                 f"{record.run}); keep one")
+        runs[record.method] = record
+    missing = [m for m in METHODS if m not in runs]
+    if missing:
+        raise cli.UsageError(f"{folder}: no {', '.join(missing)} run on the test split; re-run scripts/replicate.sh")
+    return runs
+
+
+def chosen_for(folder, run):
+    """The sweep that chose the run's setting, and whether it chose it for the run's own value model (sha256)."""
+    sweep_file = run.settings.get("settings_from")
+    sweep = load_json(os.path.join(folder, "sweeps", os.path.basename(sweep_file))) if sweep_file else {}
+    return sweep, bool(sweep) and sweep.get("value_model_sha256") == run.value_model_sha256
+
+
+def setting_text(run):
+    s = run.settings
+    if run.method == "re_control":
+        return f"alpha {s['option_step_size']:g}, n {s['option_num_updates']}"
+    if run.method == "static_re":
+        return f"strength {s['option_strength']:g}"
+    return "—"
+
+
+def differences(a, b, ids=None, column=None):
+    column = column or a.reward_model
+    return [x - y for x, y in zip(a.column(column, ids), b.column(column, ids))]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    folders = sorted(glob.glob(os.path.join(args.output_dir, "seed*")), key=lambda f: int(f.rsplit("seed", 1)[1]))
+    folders = sorted(glob.glob(os.path.join(args.per_prompt, "seed*")), key=lambda f: int(f.rsplit("seed", 1)[1]))
     if not folders:
-        raise cli.UsageError(f"no seed* folders under {args.output_dir}; run scripts/replicate.sh first")
-    report = {"draws": [], "pooled": {}, "targets": {"min_se": args.min_se, "min_diversity_ratio":
-              args.min_diversity_ratio, "min_coherence_ratio": args.min_coherence_ratio}}
-    per_prompt = {name: [] for name in METHODS}
+        raise cli.UsageError(f"no seed* folders under {args.per_prompt}; run scripts/replicate.sh first")
+    draws, diffs = [], {}
     for folder in folders:
-        base_reward, base_eval = scored_run(folder, f"{M}_{D}_base")
-        draw = {"draw": os.path.basename(folder), "base": {"average_reward": base_reward["average_reward"],
-                "diversity": base_eval["diversity"], "coherence": base_eval["coherence"], "rep-4": base_eval["rep-4"]}}
-        for name, (method, sweep) in METHODS.items():
-            run = method_run(folder, method)
-            reward, evaluation = scored_run(folder, run)
-            diff, se = paired_difference(reward["rewards"], base_reward["rewards"])
-            chosen = load_json(output_path(folder, "results", f"{M}_{D}_{sweep}"), "sweep.py")
-            per_prompt[name].append([a - b for a, b in zip(reward["rewards"], base_reward["rewards"])])
-            draw[name] = {"run": run, "setting": chosen["chosen"], "rule": chosen["rule"],
-                          "average_reward": reward["average_reward"], "difference": diff, "se": se,
-                          "se_ratio": diff / se if se else math.nan, "diversity": evaluation["diversity"],
-                          "diversity_ratio": evaluation["diversity"] / base_eval["diversity"],
-                          "coherence": evaluation["coherence"],
-                          "coherence_ratio": evaluation["coherence"] / base_eval["coherence"],
-                          "rep-4": evaluation["rep-4"], "count": reward["count"]}
-            draw[name]["meets_target"] = (draw[name]["se_ratio"] > args.min_se
-                                          and draw[name]["diversity_ratio"] >= args.min_diversity_ratio
-                                          and draw[name]["coherence_ratio"] >= args.min_coherence_ratio)
-        report["draws"].append(draw)
-    for name in METHODS:
-        averaged = [sum(values) / len(values) for values in zip(*per_prompt[name])]
-        mean, se = mean_and_se(averaged)
-        effects = [d[name]["difference"] for d in report["draws"]]
-        report["pooled"][name] = {"difference": mean, "se": se, "se_ratio": mean / se if se else math.nan,
-                                  "draw_sd": mean_and_se(effects)[1] * math.sqrt(len(effects))
-                                  if len(effects) > 1 else math.nan,
-                                  "draws_meeting_target": sum(d[name]["meets_target"] for d in report["draws"]),
-                                  "diversity_ratio": sum(d[name]["diversity_ratio"] for d in report["draws"])
-                                  / len(report["draws"]),
-                                  "coherence_ratio": sum(d[name]["coherence_ratio"] for d in report["draws"])
-                                  / len(report["draws"])}
-    # ------------------------------------------------------------------------------------------------------ save
-    lines = ["| draw | method | chosen on the tuning split | reward (test) | vs base (paired) | diversity | coherence "
-             "| rep-4 | target met |", "|---|---|---|---|---|---|---|---|---|"]
-    for draw in report["draws"]:
-        base = draw["base"]
-        lines.append(f"| {draw['draw']} | Base | — | {base['average_reward']:.4f} | — | {base['diversity']:.3f} | "
-                     f"{base['coherence']:.3f} | {base['rep-4']:.2f} | — |")
-        for name in METHODS:
-            r = draw[name]
-            lines.append(f"| {draw['draw']} | {name} | {describe(r['setting'], tuple(r['setting']))} "
-                         f"({r['rule']} rule) | {r['average_reward']:.4f} | {r['difference']:+.4f} ± {r['se']:.4f} "
-                         f"({r['se_ratio']:.1f} SE) | {r['diversity']:.3f} ({r['diversity_ratio']:.2f}x) | "
-                         f"{r['coherence']:.3f} ({r['coherence_ratio']:.2f}x) | {r['rep-4']:.2f} | "
-                         f"{'yes' if r['meets_target'] else 'no'} |")
-    lines += ["", "| pooled over draws | vs base (paired, per-prompt mean over draws) | SD of the draws' effects | "
-              "diversity | coherence | draws meeting the target |", "|---|---|---|---|---|---|"]
-    for name, p in report["pooled"].items():
-        lines.append(f"| {name} | {p['difference']:+.4f} ± {p['se']:.4f} ({p['se_ratio']:.1f} SE) | "
-                     f"{p['draw_sd']:.4f} | {p['diversity_ratio']:.2f}x | {p['coherence_ratio']:.2f}x | "
-                     f"{p['draws_meeting_target']} of {len(report['draws'])} |")
-    count = report["draws"][0]["RE-Control"]["count"]
-    lines += ["", f"Test split: {count} prompts, never used for a choice. Target per draw: paired difference > "
-              f"{args.min_se:g} SE, diversity >= {args.min_diversity_ratio}x and coherence >= "
-              f"{args.min_coherence_ratio}x base. Produced by `bash scripts/replicate.sh`."]
-    table = "\n".join(lines) + "\n"
+        runs = draw_runs(folder)
+        base = runs["base"]
+        ids = base.ids()
+        if any(r.ids() != ids for r in runs.values()):
+            raise cli.UsageError(f"{folder}: the runs answer different prompts; re-run scripts/replicate.sh")
+        fresh = untouched(ids)
+        draw = {"draw": os.path.basename(folder), "num_prompts": len(ids), "num_untouched": len(fresh),
+                "reward_model": base.reward_model, "heldout_reward_model": base.heldout_reward_model,
+                "methods": {}, "comparisons": {}}
+        for method, run in runs.items():
+            sweep, own = chosen_for(folder, run) if method != "base" else ({}, None)
+            draw["methods"][method] = {
+                "run": run.run, "setting": setting_text(run), "value_model_sha256": run.value_model_sha256,
+                "value_model_tune_loss": run.value_model_tune_loss, "chosen_for_this_value_model": own,
+                "sweep_rule": sweep.get("rule"), "average_reward": mean_and_se(run.column(run.reward_model))[0],
+                "diversity": sum(run.column("diversity")) / len(ids),
+                "coherence": sum(run.column("coherence")) / len(ids)}
+        for a, b in COMPARISONS:
+            key = f"{a}-{b}"
+            entry = {}
+            for subset, chosen in (("all", None), ("untouched", fresh)):
+                values = differences(runs[a], runs[b], chosen)
+                entry[subset] = dict(zip(("difference", "se"), mean_and_se(values)))
+                diffs.setdefault((key, subset), []).append(values)
+            if base.heldout_reward_model:
+                values = differences(runs[a], runs[b], column=base.heldout_reward_model)
+                entry["heldout"] = dict(zip(("difference", "se"), mean_and_se(values)))
+                diffs.setdefault((key, "heldout"), []).append(values)
+            entry["diversity_ratio"] = draw["methods"][a]["diversity"] / draw["methods"][b]["diversity"]
+            entry["coherence_ratio"] = draw["methods"][a]["coherence"] / draw["methods"][b]["coherence"]
+            draw["comparisons"][key] = entry
+        draws.append(draw)
+    pooled = {}
+    for (key, subset), per_draw in diffs.items():
+        effects = [sum(v) / len(v) for v in per_draw]
+        stats = over_draws(effects)
+        stats["bootstrap"] = two_stage_bootstrap(per_draw)
+        stats["draws_above_zero"] = sum(e > 0 for e in effects)
+        pooled.setdefault(key, {})[subset] = stats
+    report = {"draws": draws, "over_draws": pooled, "first_untouched_prompt": f"test-{FIRST_UNTOUCHED:04d}"}
+    table = markdown(report)
     save_json(report, args.out + ".json")
     with atomic_path(args.out + ".md") as tmp:
         with open(tmp, "w") as f:
             f.write(table)
-    if args.demo_sweeps_to:
-        for sweep in ("sweep", "sweep_static_re"):
-            for ext in ("json", "md", "png"):
-                source = output_path(folders[0], "results", f"{M}_{D}_{sweep}", ext)
-                shutil.copyfile(source, os.path.join(args.demo_sweeps_to, os.path.basename(source)))
     print(table + f"-> {args.out}.json, {args.out}.md")
+
+
+def pm(entry):
+    d, se = entry["difference"], entry["se"]
+    return f"{d:+.4f} ± {se:.4f} ({d / se:.1f} SE)" if se > 1e-9 else f"{d:+.4f}"
+
+
+def label(key):
+    a, b = key.split("-")
+    return f"{METHODS[a]} − {METHODS[b]}"
+
+
+def markdown(report):
+    draws = report["draws"]
+    first = draws[0]
+    k, n, fresh = len(draws), first["num_prompts"], first["num_untouched"]
+    heldout = first["heldout_reward_model"]
+    lines = [f"Per draw (conditional: each draw's value model held fixed; SE over the {n} test prompts):", "",
+             f"| draw | comparison | settings (chosen on the tuning split) | {first['reward_model']}, all {n} "
+             f"prompts | "
+             f"{first['reward_model']}, test-0101..0250 ({fresh}) | held-out {heldout}, all {n} | diversity | "
+             f"coherence |", "|---|---|---|---|---|---|---|---|"]
+    for draw in draws:
+        methods = draw["methods"]
+        for key, c in draw["comparisons"].items():
+            a, b = key.split("-")
+            settings = " vs ".join(f"{METHODS[m]} {methods[m]['setting']}" for m in (a, b) if m != "base")
+            lines.append(f"| {draw['draw']} | {label(key)} | {settings} | {pm(c['all'])} | {pm(c['untouched'])} | "
+                         f"{pm(c['heldout']) if 'heldout' in c else '—'} | {c['diversity_ratio']:.2f}x | "
+                         f"{c['coherence_ratio']:.2f}x |")
+    lines += ["", f"Over the {k} draws (the draws as units: mean of the draws' effects ± SD/√{k}, Student's t with "
+              f"{k - 1} df):", "",
+              "| comparison | prompts | mean over draws | t 95 % interval | p (two-sided) | two-stage bootstrap 95 % | "
+              "draws above 0 |", "|---|---|---|---|---|---|---|"]
+    names = {"all": f"all {n} ({first['reward_model']})", "untouched": f"test-0101..0250 ({first['reward_model']})",
+             "heldout": f"all {n} (held-out {heldout})"}
+    for key, subsets in report["over_draws"].items():
+        for subset, s in subsets.items():
+            low, high = s["bootstrap"]
+            lines.append(f"| {label(key)} | {names[subset]} | {s['mean']:+.4f} ± {s['se']:.4f} | "
+                         f"[{s['low']:+.4f}, {s['high']:+.4f}] | {s['p']:.3f} | [{low:+.4f}, {high:+.4f}] | "
+                         f"{s['draws_above_zero']} of {s['k']} |")
+    lines += ["", "Value models and the sweeps that chose for them:", "",
+              "| draw | value model sha256 | tune loss | RE-Control chosen for it | Static RE chosen for it |",
+              "|---|---|---|---|---|"]
+    for draw in draws:
+        rc, st = draw["methods"]["re_control"], draw["methods"]["static_re"]
+        loss = rc["value_model_tune_loss"]
+        lines.append(f"| {draw['draw']} | {(rc['value_model_sha256'] or '?')[:12]} | "
+                     f"{'—' if loss is None else f'{loss:.4f}'} | "
+                     f"{'yes' if rc['chosen_for_this_value_model'] else 'no'} ({rc['sweep_rule']} rule) | "
+                     f"{'yes' if st['chosen_for_this_value_model'] else 'no'} ({st['sweep_rule']} rule) |")
+    lines += ["", "Every figure is recomputed from the per-prompt files under results/per_prompt/replicate by "
+              "`python scripts/replicate_report.py`; they come from `bash scripts/replicate.sh`. The settings were "
+              "chosen on the tuning split (100 prompts); test-0001..0100 were the test split when the value "
+              "model's learning rate was first chosen (docs/results.md, 'What was chosen on which prompts'), so "
+              "test-0101..0250 is the set no choice ever touched."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
