@@ -1,5 +1,8 @@
 # The demo's settings, shared by scripts/demo.sh and scripts/replicate.sh (sourced).
+# the response length: a cost budget for a 2-core CPU, never compared on any split (docs/results.md)
 NEW_TOKENS=40
+# the value model's learning rate, chosen on the tuning split: the lowest tune loss of 1e-4, 3e-4, 1e-3 and 3e-3
+# (scripts/choose_value_lr.py -> results/smollm2_135M_demo_value_lr.md; tests/test_committed_figures.py checks it)
 VALUE_LR=0.001
 # the value-model levers chosen on the tuning split (scripts/levers.sh; docs/results.md, "Value-model levers")
 VALUE_FLAGS="--td_lambda 1 --val_fraction 0.1 --early_stopping True --epochs 100"

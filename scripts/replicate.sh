@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
-# The demo's claim, repeated over independent draws (issue 10). For each seed: stage 1 on the training prompts
-# (400 x 2 sampled responses, --seed), stages 2-3, alpha and n chosen on the TUNING split (sweep.py, and Static RE's
-# strength the same way), then base, RE-Control and Static RE at their chosen settings on the TEST split, scored by
-# stages 5-6. Ends with results/smollm2_135M_demo_replicate.{json,md}: per-draw and pooled paired differences.
-# About 50 minutes on 2 CPU cores. Outputs under $OUT (default runs/replicate), one folder per seed.
+# The demo's claim, repeated over independent draws. For each seed: stage 1 on the training prompts (400 x 2 sampled
+# responses, --seed), stages 2-3, alpha and n chosen on the TUNING split (sweep.py, and Static RE's strength the same
+# way), then base, RE-Control and Static RE at their chosen settings on the TEST split, scored by stages 5-6 (VADER
+# and the held-out TextBlob). Each draw's scored runs are exported as per-prompt files to
+# results/per_prompt/replicate/seed*/ (with the sweeps that chose their settings), and
+# results/smollm2_135M_demo_replicate.{json,md} is computed from those files alone (scripts/replicate_report.py).
+# The first draw (seed 0) is the demo's: its sweeps are copied to results/, where scripts/demo.sh reads them.
+# The value model's learning rate is scripts/demo_settings.sh's, chosen on the tuning split by
+# scripts/choose_value_lr.py (results/smollm2_135M_demo_value_lr.md).
+# About 13 minutes per draw on 2 CPU cores. Outputs under $OUT (default runs/replicate), one folder per seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python
 OUT=${OUT:-runs/replicate}
-SEEDS=${SEEDS:-"0 1 2"}
+SEEDS=${SEEDS:-"0 1 2 3 4"}
+PER_PROMPT=${PER_PROMPT:-results/per_prompt/replicate}
 source scripts/demo_settings.sh
 first=""
 for seed in $SEEDS; do
   D="$OUT/seed$seed"
   COMMON=(--model_name smollm2_135M --dataset_name demo --output_dir "$D")
   echo "=== draw: seed $seed -> $D"
-  # 1-3. rollouts of this draw, labels, value model (the tuning split's greedy answers give the reported loss)
+  start=$SECONDS
+  # 1-3. rollouts of this draw, labels, value model (the tuning split's greedy answers give the reported loss; they
+  # are the same in every draw, so later draws reuse the first draw's)
   $PY get_activations_only.py "${COMMON[@]}" --splits train --limit 400 --num_samples 2 --max_new_tokens $NEW_TOKENS \
       --seed "$seed"
-  $PY get_activations_only.py "${COMMON[@]}" --splits tune --max_new_tokens $NEW_TOKENS
+  if [ -n "$first" ]; then
+    cp "$first"/features/smollm2_135M_demo_*_tune.* "$D/features/"
+  else
+    $PY get_activations_only.py "${COMMON[@]}" --splits tune --max_new_tokens $NEW_TOKENS
+  fi
   for mode in train tune; do $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode $mode; done
   # shellcheck disable=SC2086
   $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_split tune --seed "$seed"
@@ -53,8 +65,17 @@ for seed in $SEEDS; do
     $PY metrics.py --output_dir "$D" --run_name "$run" --embedding_model minilm
   done
   $PY make_table.py "${COMMON[@]}"
+  # the per-prompt files every reported figure is recomputed from, with the sweeps that chose the settings
+  $PY scripts/export_per_prompt.py --output_dir "$D" --to "$PER_PROMPT/seed$seed"
+  mkdir -p "$PER_PROMPT/seed$seed/sweeps"
+  cp "$D"/results/smollm2_135M_demo_sweep.json "$D"/results/smollm2_135M_demo_sweep_static_re.json \
+      "$PER_PROMPT/seed$seed/sweeps/"
+  echo "=== draw seed $seed: $((SECONDS - start)) s"
   first=${first:-$D}
 done
-# the report; the first draw is the demo's own draw, so its sweep results are the ones scripts/demo.sh reads
-$PY scripts/replicate_report.py --output_dir "$OUT" --out results/smollm2_135M_demo_replicate \
-    --demo_sweeps_to results
+# the report, from the per-prompt files alone; the first draw is the demo's, so its sweeps are what scripts/demo.sh reads
+$PY scripts/replicate_report.py --per_prompt "$PER_PROMPT" --out results/smollm2_135M_demo_replicate
+for sweep in sweep sweep_static_re; do
+  cp "$first"/results/smollm2_135M_demo_$sweep.{json,md,png} results/
+done
+echo "replicate: $SECONDS s"
