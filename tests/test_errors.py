@@ -139,6 +139,9 @@ def cases(model_dir, root, m):
         ("a sweep with an empty grid", ["sweep.py", *llm_flags(model_dir, root)[:-2],
                                                                     "--step_sizes", "", "--output_dir", out],
          "argument --step_sizes: give at least one value"),
+        ("a sweep on the test split", ["sweep.py", *llm_flags(model_dir, root)[:-2], "--split", "test",
+                                       "--step_sizes", "1", "--num_updates", "1", "--output_dir", out],
+         "run it on a tuning split (--split tune), never on the test split"),
     ]
 
 
