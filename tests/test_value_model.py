@@ -252,3 +252,23 @@ def test_stage3_reports_the_tuning_split_where_the_data_set_has_one(tmp_path):
     os.makedirs(os.path.join(root, "features"))
     open(features_path(root, "m", "toy", "labels", "tune"), "w").close()
     assert resolve_eval_split(ValueModelConfig(output_dir=root, dataset_name="toy"), "m", "toy") == "tune"
+
+
+def test_fingerprint_is_of_the_weights_not_the_file(tmp_path):
+    """A deterministic retraining writes the same weights with another wall time in the metadata: same fingerprint."""
+    import hashlib
+
+    from utils.value_model import ValueModel, save_value_model, value_model_fingerprint
+    torch.manual_seed(0)
+    model = ValueModel(8, 4)
+    model.config = {"input_dim": 8, "hidden_dim": 4, "num_layers": 2}
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    save_value_model(model, a, seconds=1.0)
+    save_value_model(model, b, seconds=2.0)
+    digest = [hashlib.sha256(open(s + ".safetensors", "rb").read()).hexdigest() for s in (a, b)]
+    assert digest[0] != digest[1] and value_model_fingerprint(a) == value_model_fingerprint(b)
+    with torch.no_grad():
+        model.net[0].weight[0, 0] += 1e-6
+    save_value_model(model, b, seconds=1.0)
+    assert value_model_fingerprint(a) != value_model_fingerprint(b)
+    assert value_model_fingerprint(str(tmp_path / "missing")) is None

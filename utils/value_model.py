@@ -194,10 +194,26 @@ def value_model_file(stem):
 
 
 def value_model_fingerprint(stem):
-    """The sha256 of the value model's file (None if it does not exist yet): what a sweep chose its setting for,
-    and what stage 4 read."""
+    """The sha256 of the value model's weights (names, dtypes, shapes and bytes; None if it does not exist yet): what
+    a sweep chose its setting for, and what stage 4 read. The file's own hash would not do: its metadata holds the
+    training's wall time, so a deterministic retraining writes the same weights in a different file."""
+    import hashlib
     path = value_model_file(stem)
-    return file_sha256(path) if path else None
+    if path is None:
+        return None
+    if path.endswith(".safetensors"):
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError, ValueError):
+            return file_sha256(path)  # damaged: load_value_model says so in one line
+    else:
+        state = load_tensors(path, "train_value_model.py")
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def find_value_model(root, m, d, value_lr, path=None):
