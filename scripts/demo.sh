@@ -4,17 +4,24 @@
 # split, alpha and n were chosen on the tuning split (results/smollm2_135M_demo_sweep.json, written by
 # scripts/replicate.sh; SWEEP=1 re-runs that sweep here), and every figure of the final table comes from the test
 # split. The judge (stage 7) runs only if OPENAI_API_KEY or JUDGE_BASE_URL is set.
-# Outputs go to $OUT (default runs/demo). About 8 minutes on 2 cores, environment set-up included.
+# Outputs go to $OUT (default runs/demo). About 8 minutes on 2 cores once .venv is set up (set-up: about 3 more).
 # `bash scripts/demo.sh --dry_run` (or recipes/demo.sh --dry_run) prints the stage commands and runs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=0
 case "${1:-}" in --dry_run|--help|-h) DRY_RUN=1 ;; esac
-run() { if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+# each stage command, printed (--dry_run) or run and timed (the times end the output: where the minutes go)
+TIMES=()
+run() {
+  if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; return; fi
+  local start=$SECONDS
+  "$@"
+  TIMES+=("$(printf '%4d s  %s' $((SECONDS - start)) "${*:2}" | cut -c1-118)")
+}
 # the name of the run stage 4 writes for these flags, as stage 4 itself names it (--print_run_name; in a dry run
 # before stage 3, a value model not yet trained is named by its plain paper name)
 run_name() { "$@" --print_run_name True; }
-[ "$DRY_RUN" = 1 ] || bash scripts/setup.sh
+[ "$DRY_RUN" = 1 ] || run bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python
 OUT=${OUT:-runs/demo}
@@ -58,3 +65,7 @@ if [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${JUDGE_BASE_URL:-}" ]; then
 fi
 run $PY make_table.py "${COMMON[@]}"
 run $PY report_html.py "${COMMON[@]}"
+if [ "$DRY_RUN" = 0 ]; then
+  echo "demo: $SECONDS s in all; by stage command:"
+  printf '%s\n' "${TIMES[@]}"
+fi
