@@ -245,11 +245,14 @@ def test_stage3_reports_the_tuning_split_where_the_data_set_has_one(tmp_path):
     from utils.io import features_path
     from utils.stages.stage3_value_model import resolve_eval_split, run_train_value_model
     root = str(tmp_path)
+    with pytest.raises(UsageError, match="train.safetensors not found; run get_activations_only.py first"):
+        run_train_value_model(ValueModelConfig(output_dir=root, dataset_name="demo"))
+    os.makedirs(os.path.join(root, "features"))
+    open(features_path(root, "smollm2_135M", "demo", "labels", "train"), "w").close()
     with pytest.raises(UsageError, match="demo has a tuning split: run get_activations_only.py --splits tune"):
         run_train_value_model(ValueModelConfig(output_dir=root, dataset_name="demo"))
     assert resolve_eval_split(ValueModelConfig(output_dir=root, dataset_name="toy"), "m", "toy") == "test"
     assert resolve_eval_split(ValueModelConfig(output_dir=root, eval_split="test"), "m", "demo") == "test"
-    os.makedirs(os.path.join(root, "features"))
     open(features_path(root, "m", "toy", "labels", "tune"), "w").close()
     assert resolve_eval_split(ValueModelConfig(output_dir=root, dataset_name="toy"), "m", "toy") == "tune"
 

@@ -42,6 +42,8 @@ def resolve_eval_split(args, m, d):
     if os.path.exists(features_path(args.output_dir, m, d, "labels", "tune")):
         return "tune"
     if has_tuning_split(args.dataset_name):
+        if not os.path.exists(features_path(args.output_dir, m, d, "labels", "train")):
+            return "tune"  # stages 1-2 have not run at all: loading says so first
         raise UsageError(f"{args.dataset_name} has a tuning split: run get_activations_only.py --splits tune and "
                          f"reward_label.py --mode tune first (its loss is the one reported), or pass --eval_split "
                          f"test")
