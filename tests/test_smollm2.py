@@ -56,7 +56,7 @@ def test_smollm2_stages_1_to_4_with_the_demos_default_step_size_and_updates(tmp_
         assert labels.shape == (3,) and (labels.abs() <= 1).all()
 
     # stage 3
-    train_value_model.main(common + ["--lr", "0.001", "--epochs", "2"])
+    train_value_model.main(common + ["--lr", "0.001", "--epochs", "2", "--eval_split", "test"])  # no tune split here
     stem = os.path.join(out, "trained_model", f"value_model_{M}_{D}_0.001_ep2")
     config = read_json(stem + ".json")
     assert config["input_dim"] == 576 and config["llm"] == M and config["epoch"] == 2
