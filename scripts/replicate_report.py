@@ -175,7 +175,8 @@ def markdown(report):
                          f"[{s['low']:+.4f}, {s['high']:+.4f}] | {s['p']:.3f} | [{low:+.4f}, {high:+.4f}] | "
                          f"{s['draws_above_zero']} of {s['k']} |")
     lines += ["", "Value models and the sweeps that chose for them:", "",
-              "| draw | value model sha256 | tune loss | RE-Control chosen for it | Static RE chosen for it |",
+              "| draw | value model sha256 | tune loss | RE-Control's setting chosen for it | Static RE's (its probe "
+              "reads the stage-1 features) |",
               "|---|---|---|---|---|"]
     for draw in draws:
         rc, st = draw["methods"]["re_control"], draw["methods"]["static_re"]
@@ -183,7 +184,8 @@ def markdown(report):
         lines.append(f"| {draw['draw']} | {(rc['value_model_sha256'] or '?')[:12]} | "
                      f"{'—' if loss is None else f'{loss:.4f}'} | "
                      f"{'yes' if rc['chosen_for_this_value_model'] else 'no'} ({rc['sweep_rule']} rule) | "
-                     f"{'yes' if st['chosen_for_this_value_model'] else 'no'} ({st['sweep_rule']} rule) |")
+                     + (f"{'yes' if st['chosen_for_this_value_model'] else 'no'} ({st['sweep_rule']} rule) |"
+                        if st["value_model_sha256"] else f"no value model read ({st['sweep_rule']} rule) |"))
     lines += ["", "Every figure is recomputed from the per-prompt files under results/per_prompt/replicate by "
               "`python scripts/replicate_report.py`; they come from `bash scripts/replicate.sh`. The settings were "
               "chosen on the tuning split (100 prompts); test-0001..0100 were the test split when the value "
