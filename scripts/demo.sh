@@ -4,7 +4,7 @@
 # split, alpha and n were chosen on the tuning split (results/smollm2_135M_demo_sweep.json, written by
 # scripts/replicate.sh; SWEEP=1 re-runs that sweep here), and every figure of the final table comes from the test
 # split. The judge (stage 7) runs only if OPENAI_API_KEY or JUDGE_BASE_URL is set.
-# Outputs go to $OUT (default runs/demo). About 8 minutes on 2 cores once .venv is set up (set-up: about 3 more).
+# Outputs go to $OUT (default runs/demo). About 6 minutes on an idle 2-core CPU once .venv is set up (set-up: 1 more).
 # `bash scripts/demo.sh --dry_run` (or recipes/demo.sh --dry_run) prints the stage commands and runs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
