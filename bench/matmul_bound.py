@@ -1,5 +1,6 @@
-"""The floor under bench/vllm_throughput.py's run: its matrix-product work, and how fast one core does bare fp32
-matrix products of those shapes. No engine can decode the run in less than work / rate.
+"""An estimate of bench/vllm_throughput.py's run time from its matrix-product work and how fast one core does bare
+fp32 matrix products of one of those shapes: work / rate. An estimate, not a bound: one product's speed stands for
+every product's, and attention, norms and sampling are left out.
 
     python bench/matmul_bound.py        # one torch thread, as the throughput bench
 """
@@ -53,7 +54,7 @@ def main():
     print(f"{len(prompts)} prompts, {prompt_tokens} prompt tokens, {NEW_TOKENS} new tokens each: "
           f"{work / 1e12:.2f} TFLOP of matrix products")
     print(f"bare fp32 torch.mm [{BATCH}, {d}] x [{d}, {ffn}], one thread: {rate:.0f} GFLOP/s (median of 5)")
-    print(f"floor: {work / rate / 1e9:.1f} s for the run")
+    print(f"estimate (matrix products only): {work / rate / 1e9:.1f} s for the run")
 
 
 if __name__ == "__main__":
