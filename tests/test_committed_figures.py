@@ -91,3 +91,14 @@ def test_every_per_prompt_file_describes_itself(folder):
         assert record.settings["split"] == record.split
         if record.method == "re_control":
             assert re.fullmatch(r"[0-9a-f]{64}", record.value_model_sha256)
+
+
+def test_the_demo_run_reproduced_its_draw():
+    """results/per_prompt/demo (a fresh clone's `bash scripts/demo.sh`) holds the replicate's seed-0 answers' scores,
+    prompt for prompt, and the same value-model weights."""
+    folder = os.path.join(ROOT, "results", "per_prompt", "demo")
+    demo = {r.method: r for r in (load_per_prompt(os.path.join(folder, f)) for f in sorted(os.listdir(folder)))}
+    draw = demo_draw()
+    for method in ("base", "re_control"):
+        assert demo[method].rows == draw[method].rows
+    assert demo["re_control"].value_model_sha256 == draw["re_control"].value_model_sha256
