@@ -202,9 +202,10 @@ def require(path, stage_hint=None):
 # ----------------------------------------------------------------------------------------------------------------------
 # Run descriptions: every output says what produced it.
 
-# flags that do not change what a stage writes (output_dir: a run folder that is moved or copied resumes)
+# flags that do not change what a stage writes (output_dir: a run folder that is moved or copied resumes;
+# allow_other_value_model: a permission, whose outcome stage 4 records as settings_chosen_for_this_value_model)
 NOT_SETTINGS = ("output_dir", "overwrite", "num_threads", "tensor_parallel_size", "pipeline_parallel_size",
-                "data_parallel_size", "gpu_memory_utilization")
+                "data_parallel_size", "gpu_memory_utilization", "allow_other_value_model")
 
 
 # flags added later, left out while unset: runs without them keep the settings (and resume) as before
