@@ -105,19 +105,6 @@ def load_per_prompt(path):
     return PerPrompt(path)
 
 
-def paired(a, b):
-    """(mean, SE) over prompts of a - b (same prompts, same order)."""
-    if len(a) != len(b):
-        raise UsageError(f"paired runs answer different numbers of prompts ({len(a)} vs {len(b)})")
-    return mean_and_se([x - y for x, y in zip(a, b)])
-
-
-def t_quantile(p, df):
-    """The p-quantile of Student's t with df degrees of freedom (scipy)."""
-    from scipy.stats import t
-    return float(t.ppf(p, df))
-
-
 def over_draws(effects):
     """Draws as the units: mean of the K draws' effects, SD/sqrt(K), the t(K-1) 95 % interval and two-sided p."""
     from scipy.stats import t
@@ -125,7 +112,7 @@ def over_draws(effects):
     mean, se = mean_and_se(effects)
     if k < 2 or not se:
         return {"k": k, "mean": mean, "se": se, "low": math.nan, "high": math.nan, "p": math.nan}
-    half = t_quantile(0.975, k - 1) * se
+    half = float(t.ppf(0.975, k - 1)) * se
     return {"k": k, "mean": mean, "se": se, "sd": se * math.sqrt(k), "low": mean - half, "high": mean + half,
             "p": float(2 * t.sf(abs(mean / se), k - 1))}
 
