@@ -68,7 +68,14 @@ class RewardModel:
         raise NotImplementedError
 
 
-class VaderReward(RewardModel):
+class AnswerLexicon(RewardModel):
+    """A sentiment lexicon that reads the generated answer alone (not the conversation)."""
+
+    def inputs(self, _conversations, generations):
+        return list(generations)
+
+
+class VaderReward(AnswerLexicon):
     """The embedded demo reward: VADER compound sentiment (-1..1) of the generated answer alone."""
     name = "vader"
 
@@ -77,21 +84,18 @@ class VaderReward(RewardModel):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         self.analyzer = SentimentIntensityAnalyzer()
 
-    def inputs(self, _conversations, generations):  # the answer alone
-        return list(generations)
-
     def score_batch(self, texts):
         return [self.analyzer.polarity_scores(t)["compound"] for t in texts]
 
 
-class TextBlobReward(VaderReward):
+class TextBlobReward(AnswerLexicon):
     """The demo's held-out scorer: TextBlob's polarity (-1..1, the pattern library's hand-rated adjective lexicon) of
     the answer alone. No stage trains on it and no choice is made by it, so it checks VADER's gains for reward
     hacking (text that pleases one lexicon only)."""
     name = "textblob"
 
-    def __init__(self, batch_size=32):  # noqa: super() would load VADER
-        RewardModel.__init__(self, batch_size)
+    def __init__(self, batch_size=32):
+        super().__init__(batch_size)
         from textblob import TextBlob
         self.blob = TextBlob
 
