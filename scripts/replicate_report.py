@@ -18,9 +18,11 @@ import sys
 # run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
+from utils.decoding import get_method  # noqa: E402
 from utils.io import atomic_path, load_json, save_json  # noqa: E402
 from utils.metrics import mean_and_se  # noqa: E402
 from utils.results import load_per_prompt, over_draws, two_stage_bootstrap  # noqa: E402
+from utils.sweep import describe, paired_text  # noqa: E402
 
 METHODS = {"base": "Base", "re_control": "RE-Control", "static_re": "Static RE"}
 COMPARISONS = (("re_control", "base"), ("static_re", "base"), ("re_control", "static_re"))
@@ -66,12 +68,9 @@ def chosen_for(folder, run):
 
 
 def setting_text(run):
-    s = run.settings
-    if run.method == "re_control":
-        return f"alpha {s['option_step_size']:g}, n {s['option_num_updates']}"
-    if run.method == "static_re":
-        return f"strength {s['option_strength']:g}"
-    return "—"
+    """'alpha 3, n 10' or 'strength 1': the run's tuned options, as the sweep tables write them."""
+    tuned = get_method(run.method).tuned
+    return describe({k: run.settings[f"option_{k}"] for k in tuned}, tuned) if tuned else "—"
 
 
 def differences(a, b, ids=None, column=None):
@@ -135,8 +134,7 @@ def main(argv=None):
 
 
 def pm(entry):
-    d, se = entry["difference"], entry["se"]
-    return f"{d:+.4f} ± {se:.4f} ({d / se:.1f} SE)" if se > 1e-9 else f"{d:+.4f}"
+    return paired_text(entry["difference"], entry["se"])
 
 
 def label(key):

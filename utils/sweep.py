@@ -72,7 +72,7 @@ def paired_text(diff, se):
     """'+0.1234 ± 0.0321 (3.8 SE)', or '—' for a row without a paired difference."""
     if diff is None:
         return "—"
-    return f"{diff:+.4f} ± {se:.4f}" + (f" ({diff / se:.1f} SE)" if se else "")
+    return f"{diff:+.4f} ± {se:.4f}" + (f" ({diff / se:.1f} SE)" if se and se > 1e-9 else "")
 
 
 def grid_table(cells, base, chosen, keys):
