@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 OUTPUT = os.path.join(ROOT, "docs", "flags.md")
 ORDER = ["get_activations_only", "reward_label", "train_value_model", "inference_intervention", "measure_reward",
          "metrics", "gpt4_eval", "make_table", "report_html", "decode_methods", "compare_methods", "sweep",
-         "finetune_baseline"]
+         "finetune_baseline", "serve"]
 HEADER = """# Flags
 
 Every script's `--help` lists its flags with their meaning and default. Booleans take `True`/`False`

@@ -64,6 +64,27 @@ def build_model(arch, tokenizer, folder=None, seed=0):
     return model
 
 
+def build_vllm_llama(folder, hidden=128):
+    """(model, tokenizer) of a tiny random float32 Llama saved in `folder`, shaped for vLLM's CPU attention (heads of
+    64); its eos logit is doubled, so that responses end at different steps."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tokenizer = build_tokenizer(folder)
+    tokenizer.padding_side = "left"
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=hidden // 64, num_key_value_heads=1,
+                         max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         initializer_range=0.2)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id] *= 2.2
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(folder)
+    return model, tokenizer
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     tok = build_tokenizer(str(tmp_path_factory.mktemp("tokenizer")))

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import build_tokenizer
+from conftest import build_vllm_llama
 from utils.api import train_value_model
 from utils.errors import UsageError
 from utils.generation import eos_ids, generate_batch, generation_config
@@ -36,23 +36,9 @@ def test_missing_extra_is_one_line(monkeypatch):
 def setup(tmp_path_factory):
     """(HF model, tokenizer, prompt ids, engine): the same float32 weights in both engines."""
     pytest.importorskip("vllm")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from utils.vllm_engine import VllmEngine
     folder = str(tmp_path_factory.mktemp("tiny-llama-64"))
-    tokenizer = build_tokenizer(folder)
-    tokenizer.padding_side = "left"
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, initializer_range=0.2)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():  # eos wins now and then: responses end at different steps
-        model.lm_head.weight[tokenizer.eos_token_id] *= 2.2
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(folder)
+    model, tokenizer = build_vllm_llama(folder, HIDDEN)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the tiny model needs far less than the default
     engine = VllmEngine(folder, dtype="float32", seed=0, max_model_len=256, enforce_eager=True, max_num_seqs=8,
                         max_num_batched_tokens=TOKEN_BUDGET, enable_chunked_prefill=True)

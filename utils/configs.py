@@ -217,6 +217,27 @@ class DecodeConfig(RewardModelOptions, ValueModelChoice, PolicyOptions):
 
 
 @dataclass(frozen=True)
+class ServeConfig(EngineOptions, ModelOptions):
+    """serve.py: vLLM's OpenAI-compatible server with RE-Control chosen per request (vLLM's own flags pass through).
+    --device, --device_map, --adapter, --engine and --data_parallel_size are not its flags (see SERVE_EXCLUDED)."""
+    value_model: Optional[tuple] = option(
+        None, "NAME=PATH: a value model (path without extension) that requests may name as vllm_xargs.value_model; "
+        "repeat the flag for several. Each is checked against the served LLM (hidden size, the LLM it was trained "
+        "on)", repeat=True, parse=str, group="serving")
+    settings_from: Optional[tuple] = option(
+        None, "NAME=SWEEP.json: value model NAME's default step size and number of updates from a sweep chosen for it "
+        "(sweep.py); without it, the paper's setting for the LLM and data set it was trained on, if known (repeat "
+        "the flag)", repeat=True, parse=str, group="serving")
+    max_num_updates: int = option(200, "the largest number of updates n a request may ask for (the paper's largest "
+                                  "is 200): caps the compute one request can buy", parse=nonnegative_int,
+                                  group="serving")
+    seed: int = option(0, "vLLM's seed (sampled requests without a seed of their own)", group="serving")
+
+
+SERVE_EXCLUDED = ("device", "device_map", "adapter", "engine", "data_parallel_size")
+
+
+@dataclass(frozen=True)
 class MeasureRewardConfig(RewardStageOptions):
     """Stage 5 (measure_reward.py)."""
     out_file: str = option(None, "run name: scores response/{out_file}.json", required=True)

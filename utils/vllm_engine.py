@@ -94,6 +94,11 @@ class _WorkerState:
         self.step_size = 0.0
         self.num_updates = 0
         self.capture: Optional[Dict[str, List[torch.Tensor]]] = None  # request id -> [d] rows
+        self.served = None  # serving (utils.serving.ServedModels): each row edited as its request asks
+        self.served_weights: Dict[str, Weights] = {}
+        self.served_cast: Dict[Tuple[str, torch.dtype], Tuple[Weights, torch.Tensor]] = {}
+        self.request_edits: Dict[str, Any] = {}  # request id -> its resolved edit (or None: plain)
+        self.scoring_prompt = False  # inside the runner's prompt-logprobs pass: rows are prompt positions
 
 
 class ReControlExtension:
@@ -119,11 +124,23 @@ class ReControlExtension:
         def compute_logits(hidden_states: torch.Tensor, *args, **kwargs):
             if state.capture is not None:
                 self._recontrol_record(state, hidden_states)
-            if state.weights is not None and state.num_updates > 0:
+            if state.served is not None and not state.scoring_prompt:
+                hidden_states = self._recontrol_edit_requests(state, hidden_states)
+            elif state.weights is not None and state.num_updates > 0:
                 hidden_states = self._recontrol_edit(state, hidden_states)
             return state.original(hidden_states, *args, **kwargs)
 
         model.compute_logits = compute_logits  # an instance attribute: shadows the method for this model only
+        prompt_logprobs = runner._get_prompt_logprobs_dict
+
+        def scoring_prompt(*args, **kwargs):  # prompt logprobs score the prompt as it is: no edit there
+            state.scoring_prompt = True
+            try:
+                return prompt_logprobs(*args, **kwargs)
+            finally:
+                state.scoring_prompt = False
+
+        runner._get_prompt_logprobs_dict = scoring_prompt
         if self.model_runner.device.type == "cpu":
             self._recontrol_guard_cpu_generators()
         self._recontrol_state = state
@@ -165,15 +182,55 @@ class ReControlExtension:
         runner._bookkeeping_sync = guarded_bookkeeping_sync
 
     @staticmethod
+    def _cast(cache: Dict[Any, Tuple[Weights, torch.Tensor]], key: Any, weights: Weights, work_dtype: torch.dtype
+              ) -> Tuple[Weights, torch.Tensor]:
+        """The weights in the work dtype and W1 W1^T, made once per (key, dtype)."""
+        if key not in cache:
+            cast = [(w.to(work_dtype), b.to(work_dtype)) for w, b in weights]
+            cache[key] = cast, cast[0][0] @ cast[0][0].t()
+        return cache[key]
+
+    @staticmethod
     @torch.no_grad()
     def _recontrol_edit(state: _WorkerState, states: torch.Tensor) -> torch.Tensor:
         """ValueIntervention.edit on the rows: edit_states in float32 (or the states' dtype if wider)."""
         work_dtype = torch.promote_types(states.dtype, torch.float32)
-        if work_dtype not in state.cast:
-            weights = [(w.to(work_dtype), b.to(work_dtype)) for w, b in state.weights]
-            state.cast[work_dtype] = weights, weights[0][0] @ weights[0][0].t()
-        weights, gram = state.cast[work_dtype]
+        weights, gram = ReControlExtension._cast(state.cast, work_dtype, state.weights, work_dtype)
         return edit_states(weights, states, state.step_size, state.num_updates, gram=gram)
+
+    @torch.no_grad()
+    def _recontrol_edit_requests(self, state: _WorkerState, states: torch.Tensor) -> torch.Tensor:
+        """Serving: each row edited with its own request's value model, step size and number of updates (rows that
+        share a setting in one edit_states call; plain requests untouched). A call whose rows are not one per
+        request (vLLM's warm-up runs) is left as it is."""
+        from utils.serving import request_edit
+        runner = self.model_runner
+        batch = runner.input_batch
+        num_reqs = batch.num_reqs
+        if states.shape[0] != num_reqs:
+            return states
+        groups: Dict[Any, List[int]] = {}
+        for i, req_id in enumerate(batch.req_ids[:num_reqs]):
+            if req_id not in state.request_edits:
+                if len(state.request_edits) > 4 * max(num_reqs, 64):  # forget finished requests
+                    state.request_edits = {k: v for k, v in state.request_edits.items() if k in runner.requests}
+                request = runner.requests.get(req_id)
+                params = getattr(request, "sampling_params", None)
+                state.request_edits[req_id] = request_edit(getattr(params, "extra_args", None), state.served)
+            edit = state.request_edits[req_id]
+            if edit is not None:
+                groups.setdefault(edit, []).append(i)
+        if not groups:
+            return states
+        work_dtype = torch.promote_types(states.dtype, torch.float32)
+        edited = states.clone()
+        for (name, step_size, num_updates), rows in groups.items():
+            weights, gram = self._cast(state.served_cast, (name, work_dtype), state.served_weights[name], work_dtype)
+            if len(rows) == num_reqs:
+                return edit_states(weights, states, step_size, num_updates, gram=gram)
+            index = torch.tensor(rows, device=states.device)
+            edited[index] = edit_states(weights, states[index], step_size, num_updates, gram=gram)
+        return edited
 
     def _recontrol_record(self, state: _WorkerState, states: torch.Tensor) -> None:
         batch = self.model_runner.input_batch
@@ -196,6 +253,18 @@ class ReControlExtension:
         state.cast = {}
         state.step_size = float(step_size)
         state.num_updates = int(num_updates)
+
+    def recontrol_serve(self, served: Dict[str, Any], weights: Dict[str, List[Tuple[Packed, Packed]]]) -> None:
+        """Serving from now on (serve.py): `served` (utils.serving.ServedModels.to_dict()) names the value models a
+        request may choose and caps num_updates; `weights` holds each one's Linear layers, packed by pack()."""
+        from utils.serving import ServedModels
+        served = ServedModels.from_dict(served)
+        state = self._recontrol()
+        device = self.model_runner.device
+        state.served_weights = {name: [(unpack(w, device), unpack(b, device)) for w, b in layers]
+                                for name, layers in weights.items()}
+        state.served_cast, state.request_edits = {}, {}
+        state.served = served
 
     def recontrol_clear_edit(self) -> None:
         """Stop editing."""
