@@ -2,7 +2,7 @@
 updates (vllm_xargs). Requests of every kind share the batches; each row gets its own request's edit.
 
 The embedded demo, on CPU (after `bash scripts/demo.sh`; the value model and the setting chosen for it):
-    python serve.py --value_model demo=trained_model/value_model_smollm2_135M_demo_0.001 \\
+    python serve.py --value_model demo=runs/demo/trained_model/value_model_smollm2_135M_demo_0.001_td1_vf0.1_es \\
         --settings_from demo=results/smollm2_135M_demo_sweep.json --port 8000
 
 A paper setting on GPUs, with vLLM's own flags passed through (here an API key and CUDA graphs left on):
@@ -10,9 +10,9 @@ A paper setting on GPUs, with vLLM's own flags passed through (here an API key a
         --tensor_parallel_size 2 --api-key "$KEY"
 
 A request (the openai client: extra_body={"vllm_xargs": {...}}):
-    curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' -d '{"model": "smollm2_135M",
-        "prompt": "User: How do I cope with a bad day?\\nAssistant:", "max_tokens": 64, "temperature": 0,
-        "vllm_xargs": {"value_model": "demo", "step_size": 3.0, "num_updates": 10}}'
+    curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{"model": "smollm2_135M",
+        "messages": [{"role": "user", "content": "I failed my driving test today."}], "max_tokens": 40,
+        "temperature": 0, "vllm_xargs": {"value_model": "demo", "step_size": 3.0, "num_updates": 10}}'
 
 vllm_xargs: value_model (a NAME given with --value_model; none: a plain answer), step_size (alpha >= 0) and
 num_updates (n, 0..--max_num_updates); alpha and n default to the value model's setting (--settings_from, else the

@@ -94,7 +94,7 @@ def start_vllm(args, config_kwargs, dtype, batch_size, max_len):
 
     from transformers import LlamaConfig
     folder = tempfile.mkdtemp(prefix="gpu_check_llama_")
-    LlamaConfig(**config_kwargs).save_pretrained(folder)
+    LlamaConfig(**config_kwargs, architectures=["LlamaForCausalLM"]).save_pretrained(folder)  # not LlamaModel
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, for --tiny on CPU
     return VllmEngine(folder, dtype=str(dtype).removeprefix("torch."), seed=0, max_model_len=max_len,
                       enforce_eager=args.vllm_enforce_eager or args.tiny,

@@ -54,6 +54,11 @@ def work(tmp_path_factory, tiny_llama_dir):
     models = root / "out" / "trained_model"
     save_value_model(ValueModel(16, 16, 2), str(models / f"value_model_{m}_{D}_0.1"), llm=tiny_llama_dir)
     save_value_model(ValueModel(32, 32, 2), str(models / f"value_model_{m}_{D}_0.2"), llm="another/llm")
+    with open(root / "sweep_for_another.json", "w") as f:  # a sweep.py result chosen for another value model
+        json.dump({"method": "re_control", "model_name": tiny_llama_dir, "rule": "paper", "cells": [], "rules": {},
+                   "chosen": {"step_size": 1.0, "num_updates": 2}, "tuned": ["num_updates", "step_size"],
+                   "value_model_sha256": "0" * 64}, f)
+    save_value_model(ValueModel(32, 32, 2), str(models / "served"), llm=tiny_llama_dir)
     (root / "not_a_folder").write_text("a file where the output folder should be\n")
     with open(root / "pickle.pth", "wb") as f:
         f.write(b"\x80\x04\x95not a tensor file")
@@ -153,6 +158,11 @@ def cases(model_dir, root, m):
         ("serve.py: --value_model without a name", ["serve.py", "--model_name", model_dir, "--value_model",
                                                     os.path.join(root, "no_such_value_model")],
          "write NAME=PATH"),
+        ("serve.py: a sweep chosen for another value model", [
+            "serve.py", "--model_name", model_dir, "--value_model",
+            f"ok={os.path.join(out, 'trained_model', 'served')}", "--settings_from",
+            f"ok={os.path.join(root, 'sweep_for_another.json')}"],
+         "was chosen for another value model, not for served"),
         ("serve.py: a vLLM flag that serve.py sets", ["serve.py", "--model_name", model_dir, "--model", "other"],
          "--model: pass --model_name"),
         ("a sweep on the test split", ["sweep.py", *llm_flags(model_dir, root)[:-2], "--split", "test",

@@ -27,7 +27,7 @@ PROMPTS = ["Why is the sky blue?", "hello", "How do I make a good cup of coffee 
            "thank you, great", "My dog died yesterday and I feel awful. How do I cope?", "sad happy world",
            "Can you suggest a small gift for my teacher?", "Human: hello world Assistant:"]
 MAX_NEW = 24
-MAX_NUM_UPDATES = 8
+MAX_NUM_UPDATES = 10
 API_KEY = "test-key"
 # what each kind of request asks for (vllm_xargs), and stage 4's flags for the same answers
 KINDS = {"plain": {}, "a, alpha 2": {"value_model": "a", "step_size": 2.0, "num_updates": 4},
@@ -294,6 +294,21 @@ def test_vllm_flags_pass_through_the_api_key_is_required(server, offline):
         stranger.completions.create(model=offline["folder"], prompt="hi", max_tokens=2)
 
 
+def test_the_openai_example_of_the_docs_runs_as_written(server, offline, capsys):
+    import re
+    process, client, _, _ = server
+    with open(os.path.join(ROOT, "docs", "serving.md")) as f:
+        example = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
+    for written, here in (("http://127.0.0.1:8000/v1", str(client.base_url).rstrip("/")),
+                          ('api_key="unused"', f'api_key="{API_KEY}"'), ('"smollm2_135M"', repr(offline["folder"])),
+                          ('"demo"', '"a"')):
+        assert written in example
+        example = example.replace(written, here)
+    exec(compile(example, "docs/serving.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 3 and printed[0].startswith("None -> ") and printed[1].startswith("{'value_model': 'a'}")
+
+
 def test_the_server_shuts_down_cleanly(server):
     process, _, log, children = server
     assert children, "vLLM's engine runs in processes of its own"
@@ -301,6 +316,8 @@ def test_the_server_shuts_down_cleanly(server):
     assert process.wait(timeout=90) == 0, open(log).read()[-3000:]
     time.sleep(1)
     assert not [c for c in children if c.is_running() and c.status() != "zombie"], "no process is left behind"
-    before_shutdown = open(log).read().partition("[shutdown]")[0]
-    assert "[shutdown]" in open(log).read() and "Traceback" not in before_shutdown  # (vLLM 0.32's own server, too,
-    # logs an EngineDeadError from its output handler once the engine has stopped)
+    text = open(log).read()
+    before_shutdown = text.partition("[shutdown]")[0]
+    assert "[shutdown]" in text, text[-3000:]
+    # (vLLM 0.32's own server, too, logs an EngineDeadError from its output handler once the engine has stopped)
+    assert "Traceback" not in before_shutdown, before_shutdown[before_shutdown.index("Traceback") - 500:][:4000]

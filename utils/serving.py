@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from utils.errors import UsageError
+from utils.errors import UsageError, first_line
 
 KEYS = ("value_model", "step_size", "num_updates")
 MISSPELLED = {"alpha": "step_size", "lr": "step_size", "epochs": "num_updates", "n_updates": "num_updates",
@@ -126,6 +126,7 @@ def load_served(value_models: Mapping[str, str], settings_from: Mapping[str, str
     """(ServedModels, {name: ValueModel}) for the value models named at start, each checked against the served LLM
     (hidden size, and the LLM it was trained on); defaults from --settings_from NAME=SWEEP (chosen for this very
     value model) or the paper's setting for the value model's LLM and data set. A problem is one UsageError."""
+    from utils.io import load_json
     from utils.paper import PAPER_SETTINGS
     from utils.sweep import read_choice
     from utils.value_model import check_value_model, load_value_model, value_model_fingerprint
@@ -144,7 +145,6 @@ def load_served(value_models: Mapping[str, str], settings_from: Mapping[str, str
         if name in settings_from:
             sweep = settings_from[name]
             chosen, _ = read_choice(sweep, "re_control", model_name)
-            from utils.io import load_json
             swept_for = load_json(sweep, stage_hint="sweep.py").get("value_model_sha256")
             if swept_for != sha256:
                 raise UsageError(f"--settings_from {name}={sweep} was chosen for another value model, not for "
@@ -288,7 +288,8 @@ def vllm_server_argv(config: Any, spec: Any, passed: Any) -> list:
             "--worker-extension-cls", EXTENSION, "--logits-processors", "utils.serving:RequestCheck"]
     if config.trust_remote_code:
         argv.append("--trust-remote-code")
-    if not spec.chat_template and not any(t.split("=", 1)[0] == "--chat-template" for t in passed):
+    flags = {t.split("=", 1)[0] for t in passed}
+    if not spec.chat_template and not flags & {"--chat-template", "--skip-tokenizer-init"}:
         argv += ["--chat-template", paper_chat_template(spec.begin, special_prefix(load_tokenizer(
             path, config.trust_remote_code)))]
     return argv + list(passed)
@@ -304,6 +305,7 @@ def special_prefix(tokenizer: Any) -> str:
 
 def parse_vllm_args(argv: list) -> Any:
     """vLLM's server flags parsed and checked by vLLM's own parser; a bad one is one line (exit status 2)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
@@ -314,8 +316,11 @@ def parse_vllm_args(argv: list) -> Any:
     args = make_arg_parser(Parser(description="vLLM's OpenAI-compatible server")).parse_args(argv)
     try:
         validate_parsed_serve_args(args)
+        AsyncEngineArgs.from_cli_args(args).create_engine_config()  # once more when the engine starts: cheap
     except (TypeError, ValueError) as err:
-        raise UsageError(f"{err} (a vLLM server flag)") from None
+        errors = getattr(err, "errors", None)  # pydantic's ValidationError: the first problem, without its layout
+        message = errors()[0]["msg"] if callable(errors) and errors() else first_line(err)
+        raise UsageError(f"{message} (vLLM's server flags)") from None
     return args
 
 
