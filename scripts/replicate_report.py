@@ -35,12 +35,26 @@ def parse_args(argv=None):
                         help="the folder of seed* folders of per-prompt files")
     parser.add_argument("--out", type=str, default="results/smollm2_135M_demo_replicate",
                         help="writes OUT.json and OUT.md")
+    parser.add_argument("--first_untouched", type=int, default=FIRST_UNTOUCHED,
+                        help="the first test prompt no choice was ever made on (the demo: 101; a new task: 1)")
+    parser.add_argument("--group_by", type=str, default=None,
+                        help="also report each comparison on the test prompts of each value of this field of the "
+                             "data set's records (e.g. polarity for demo_polar)")
     return parser.parse_args(argv)
 
 
-def untouched(ids):
-    """The ids of test-0101..0250: test prompts that no choice was ever made on."""
-    return {i for i in ids if i and i.startswith("test-") and int(i.split("-")[1]) >= FIRST_UNTOUCHED}
+def untouched(ids, first=FIRST_UNTOUCHED):
+    """The ids of test-{first}.. on: test prompts that no choice was ever made on."""
+    return {i for i in ids if i and i.startswith("test-") and int(i.split("-")[1]) >= first}
+
+
+def groups_of(run, field):
+    """{value: set of ids} of the test prompts by a field of the data set's records."""
+    from utils.data import load_records
+    groups = {}
+    for record in load_records(run.settings.get("dataset_name", "demo"), "test"):
+        groups.setdefault(str(record.get(field)), set()).add(record.get("id"))
+    return groups
 
 
 def draw_runs(folder):
@@ -90,7 +104,8 @@ def main(argv=None):
         ids = base.ids()
         if any(r.ids() != ids for r in runs.values()):
             raise cli.UsageError(f"{folder}: the runs answer different prompts; re-run scripts/replicate.sh")
-        fresh = untouched(ids)
+        fresh = untouched(ids, args.first_untouched)
+        groups = groups_of(base, args.group_by) if args.group_by else {}
         draw = {"draw": os.path.basename(folder), "num_prompts": len(ids), "num_untouched": len(fresh),
                 "reward_model": base.reward_model, "heldout_reward_model": base.heldout_reward_model,
                 "methods": {}, "comparisons": {}}
@@ -105,7 +120,9 @@ def main(argv=None):
         for a, b in COMPARISONS:
             key = f"{a}-{b}"
             entry = {}
-            for subset, chosen in (("all", None), ("untouched", fresh)):
+            subsets = [("all", None), ("untouched", fresh)] + [(f"{args.group_by}={g}", members & set(ids))
+                                                                for g, members in sorted(groups.items())]
+            for subset, chosen in subsets:
                 values = differences(runs[a], runs[b], chosen)
                 entry[subset] = dict(zip(("difference", "se"), mean_and_se(values)))
                 diffs.setdefault((key, subset), []).append(values)
@@ -124,8 +141,8 @@ def main(argv=None):
         stats["bootstrap"] = two_stage_bootstrap(per_draw)
         stats["draws_above_zero"] = sum(e > 0 for e in effects)
         pooled.setdefault(key, {})[subset] = stats
-    report = {"draws": draws, "over_draws": pooled, "first_untouched_prompt": f"test-{FIRST_UNTOUCHED:04d}"}
-    table = markdown(report)
+    report = {"draws": draws, "over_draws": pooled, "first_untouched_prompt": f"test-{args.first_untouched:04d}"}
+    table = markdown(report, args.per_prompt)
     save_json(report, args.out + ".json")
     with atomic_path(args.out + ".md") as tmp:
         with open(tmp, "w") as f:
@@ -142,15 +159,17 @@ def label(key):
     return f"{METHODS[a]} − {METHODS[b]}"
 
 
-def markdown(report):
+def markdown(report, per_prompt="results/per_prompt/replicate"):
     draws = report["draws"]
     first = draws[0]
     k, n, fresh = len(draws), first["num_prompts"], first["num_untouched"]
     heldout = first["heldout_reward_model"]
+    first_untouched = int(report["first_untouched_prompt"].split("-")[1])
+    span = f"test-{first_untouched:04d}..{first_untouched + fresh - 1:04d}"
     lines = [f"Per draw (conditional: each draw's value model held fixed; SE over the {n} test prompts):", "",
              f"| draw | comparison | settings (chosen on the tuning split) | {first['reward_model']}, all {n} "
              f"prompts | "
-             f"{first['reward_model']}, test-0101..0250 ({fresh}) | held-out {heldout}, all {n} | diversity | "
+             f"{first['reward_model']}, {span} ({fresh}) | held-out {heldout}, all {n} | diversity | "
              f"coherence |", "|---|---|---|---|---|---|---|---|"]
     for draw in draws:
         methods = draw["methods"]
@@ -164,12 +183,13 @@ def markdown(report):
               f"{k - 1} df):", "",
               "| comparison | prompts | mean over draws | t 95 % interval | p (two-sided) | two-stage bootstrap 95 % | "
               "draws above 0 |", "|---|---|---|---|---|---|---|"]
-    names = {"all": f"all {n} ({first['reward_model']})", "untouched": f"test-0101..0250 ({first['reward_model']})",
+    names = {"all": f"all {n} ({first['reward_model']})", "untouched": f"{span} ({first['reward_model']})",
              "heldout": f"all {n} (held-out {heldout})"}
     for key, subsets in report["over_draws"].items():
         for subset, s in subsets.items():
             low, high = s["bootstrap"]
-            lines.append(f"| {label(key)} | {names[subset]} | {s['mean']:+.4f} ± {s['se']:.4f} | "
+            name = names.get(subset) or f"{subset} ({first['reward_model']})"
+            lines.append(f"| {label(key)} | {name} | {s['mean']:+.4f} ± {s['se']:.4f} | "
                          f"[{s['low']:+.4f}, {s['high']:+.4f}] | {s['p']:.3f} | [{low:+.4f}, {high:+.4f}] | "
                          f"{s['draws_above_zero']} of {s['k']} |")
     lines += ["", "Value models and the sweeps that chose for them:", "",
@@ -184,11 +204,16 @@ def markdown(report):
                      f"{'yes' if rc['chosen_for_this_value_model'] else 'no'} ({rc['sweep_rule']} rule) | "
                      + (f"{'yes' if st['chosen_for_this_value_model'] else 'no'} ({st['sweep_rule']} rule) |"
                         if st["value_model_sha256"] else f"no value model read ({st['sweep_rule']} rule) |"))
-    lines += ["", "Every figure is recomputed from the per-prompt files under results/per_prompt/replicate by "
-              "`python scripts/replicate_report.py`; they come from `bash scripts/replicate.sh`. The settings were "
-              "chosen on the tuning split (100 prompts); test-0001..0100 were the test split when the value "
-              "model's learning rate was first chosen (docs/results.md, 'What was chosen on which prompts'), so "
-              "test-0101..0250 is the set no choice ever touched."]
+    if first_untouched == FIRST_UNTOUCHED:
+        lines += ["", "Every figure is recomputed from the per-prompt files under results/per_prompt/replicate by "
+                  "`python scripts/replicate_report.py`; they come from `bash scripts/replicate.sh`. The settings "
+                  "were chosen on the tuning split (100 prompts); test-0001..0100 were the test split when the value "
+                  "model's learning rate was first chosen (docs/results.md, 'What was chosen on which prompts'), so "
+                  "test-0101..0250 is the set no choice ever touched."]
+    else:
+        lines += ["", f"Every figure is recomputed from the per-prompt files under {per_prompt} by `python "
+                  f"scripts/replicate_report.py`. The settings were chosen on the tuning split; no choice was made on "
+                  f"the test split ({span})."]
     return "\n".join(lines) + "\n"
 
 

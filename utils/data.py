@@ -20,7 +20,10 @@ DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 # demo_ood: the demo's out-of-distribution prompts (instructions and tasks, some adversarial), dataset/demo_ood.jsonl,
 # whatever the split name; `--dataset_name demo --split ood` reads the same file
 DEMO_SINGLE_FILE = {"demo_ood": "demo_ood.jsonl"}
-DATASET_NAMES = ("hh_rlhf", "shp", "harmfulqa", "demo", "demo_ood")
+# shipped data sets with disjoint train, tune and test splits, dataset/{name}_{split}.jsonl; demo_polar is the
+# prompt-dependent task (each demo prompt asks for a warm or a frank answer: scripts/make_demo_polar.py)
+DEMO_SPLIT_SETS = ("demo", "demo_polar")
+DATASET_NAMES = ("hh_rlhf", "shp", "harmfulqa", "demo", "demo_ood", "demo_polar")
 
 # "RE-Control + Prompting" (paper, Table 1)
 ALIGNMENT_PROMPT = ("A question from a curious user and an answer from an artificial intelligence assistant. "
@@ -115,14 +118,14 @@ def read_records_file(path):
 
 def has_tuning_split(dataset_name):
     """Whether a named data set ships a tuning split (the demo's three disjoint splits)."""
-    return dataset_name == "demo" and os.path.exists(os.path.join(DEMO_DIR, "demo_tune.jsonl"))
+    return dataset_name in DEMO_SPLIT_SETS and os.path.exists(os.path.join(DEMO_DIR, f"{dataset_name}_tune.jsonl"))
 
 
 def load_records(dataset_name, split, data_file=None, dataset_path=None):
     if data_file:
         return read_records_file(data_file.replace("{split}", split))
-    if dataset_name == "demo":
-        return read_records_file(os.path.join(DEMO_DIR, f"demo_{split}.jsonl"))
+    if dataset_name in DEMO_SPLIT_SETS:
+        return read_records_file(os.path.join(DEMO_DIR, f"{dataset_name}_{split}.jsonl"))
     if dataset_name in DEMO_SINGLE_FILE:
         return read_records_file(os.path.join(DEMO_DIR, DEMO_SINGLE_FILE[dataset_name]))
     if dataset_name not in DATASET_HUB_IDS:

@@ -103,7 +103,54 @@ class TextBlobReward(AnswerLexicon):
         return [self.blob(t).sentiment.polarity for t in texts]
 
 
-LEXICON_REWARDS = {"vader": VaderReward, "textblob": TextBlobReward}
+# The prompt-dependent task (demo_polar): each prompt starts with one of these instructions; +1 asks for a warm
+# answer, -1 for a frank, critical one (scripts/make_demo_polar.py writes the data).
+POLAR_INSTRUCTIONS = {
+    "Please answer warmly and encouragingly.": 1,
+    "Be kind and upbeat in your answer.": 1,
+    "Please answer bluntly and critically, and say what is wrong.": -1,
+    "Be harsh and negative in your answer.": -1,
+}
+
+
+def requested_polarity(conversation):
+    """+1 or -1: the polarity the prompt's instruction asks for (POLAR_INSTRUCTIONS)."""
+    found = {sign for instruction, sign in POLAR_INSTRUCTIONS.items() if instruction in conversation}
+    if len(found) != 1:
+        raise UsageError("a polar reward (vader_polar, textblob_polar) reads prompts that ask for one polarity: use "
+                         "--dataset_name demo_polar")
+    return found.pop()
+
+
+class PolarLexicon(RewardModel):
+    """The prompt-dependent task's reward: a lexicon's sentiment of the answer, times the polarity the prompt asks
+    for (+1 warm, -1 frank). The sign comes from the prompt's instruction; the score from the answer alone."""
+    lexicon = None
+
+    def __init__(self, batch_size=32):
+        super().__init__(batch_size)
+        self.answer_score = self.lexicon(batch_size)
+        self.name = f"{self.answer_score.name}_polar"
+
+    def inputs(self, conversations, generations):
+        return [(requested_polarity(c), g) for c, g in zip(conversations, generations)]
+
+    def score_batch(self, pairs):
+        scores = self.answer_score.score_batch([g for _, g in pairs])
+        return [sign * score for (sign, _), score in zip(pairs, scores)]
+
+
+class VaderPolarReward(PolarLexicon):
+    lexicon = VaderReward
+
+
+class TextBlobPolarReward(PolarLexicon):
+    lexicon = TextBlobReward
+
+
+LEXICON_REWARDS = {"vader": VaderReward, "textblob": TextBlobReward, "vader_polar": VaderPolarReward,
+                   "textblob_polar": TextBlobPolarReward}
+HELDOUT = {"vader": "textblob", "vader_polar": "textblob_polar"}  # what 'auto' reports beside a reward
 
 
 def llama_reward_model_class():
@@ -183,9 +230,10 @@ def load_reward_model(name, device="auto", dtype="auto", batch_size=32, trust_re
 
 
 def heldout_scorer(name, reward_model):
-    """The held-out scorer stage 5 reports beside `reward_model` ('auto': textblob beside vader), or None."""
+    """The held-out scorer stage 5 reports beside `reward_model` ('auto': textblob beside vader, textblob_polar beside
+    vader_polar), or None."""
     if name == "auto":
-        name = "textblob" if reward_model == "vader" else "none"
+        name = HELDOUT.get(reward_model, "none")
     if name == reward_model:
         raise UsageError(f"--heldout_reward_model {name} is the reward model itself; pass another scorer or 'none'")
     return None if name == "none" else name
