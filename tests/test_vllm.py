@@ -53,10 +53,11 @@ def value_model(seed=1):
     return ValueModel(HIDDEN, 32)
 
 
-def hf_rows(model, tokenizer, step_size=None, capture=False):
+def hf_rows(model, tokenizer, step_size=None, capture=False, gate=None):
     """HF generate_batch (with RE-Control's hook if step_size is given): token lists, and the captured states."""
     config = generation_config(model, tokenizer, MAX_NEW)
-    hooks = ValueIntervention(model, value_model(), step_size, NUM_UPDATES) if step_size is not None else None
+    hooks = ValueIntervention(model, value_model(), step_size, NUM_UPDATES, gate=gate) if step_size is not None \
+        else None
     grab = ActivationCapture(model, dtype=torch.float32) if capture else None
     if hooks:
         hooks.register()
@@ -90,6 +91,35 @@ def test_alpha_zero_is_plain_vllm_and_the_edit_acts(setup):
     edited = engine.generate(prompt_ids, MAX_NEW, value_model=value_model(), step_size=8.0, num_updates=NUM_UPDATES)
     assert edited != plain
     assert engine.generate(prompt_ids, MAX_NEW) == plain  # the edit is cleared after the call
+
+
+@pytest.mark.parametrize("signal, every, nothing", [("value", float("inf"), float("-inf")),
+                                                     ("entropy", -1.0, float("inf"))])
+def test_a_gate_that_admits_every_row_is_the_ungated_edit_and_none_is_plain(setup, signal, every, nothing):
+    from utils.intervention import Gate, new_tally
+    _, _, prompt_ids, engine = setup
+    edit = dict(value_model=value_model(), step_size=8.0, num_updates=NUM_UPDATES)
+    ungated = engine.generate(prompt_ids, MAX_NEW, **edit)
+    tally = new_tally()
+    assert engine.generate(prompt_ids, MAX_NEW, **edit, gate=Gate(signal, every), tally=tally) == ungated
+    assert tally["edited"] == tally["rows"] > 0
+    assert engine.generate(prompt_ids, MAX_NEW, **edit, gate=Gate(signal, nothing)) == engine.generate(prompt_ids,
+                                                                                                       MAX_NEW)
+
+
+@pytest.mark.parametrize("signal", ["value", "entropy"])
+def test_a_gate_edits_the_rows_hf_edits(setup, signal):
+    """A threshold inside the signal's range (some rows edited, some not): the same tokens as the HF hook."""
+    from utils.intervention import Gate, new_tally
+    model, tokenizer, prompt_ids, engine = setup
+    for threshold in (0.0, 0.05, -0.05) if signal == "value" else (5.7, 5.6, 5.5, 5.4, 5.2, 5.0, 4.5, 4.0, 3.0):
+        gate, tally = Gate(signal, threshold), new_tally()
+        got = engine.generate(prompt_ids, MAX_NEW, value_model=value_model(), step_size=8.0,
+                              num_updates=NUM_UPDATES, gate=gate, tally=tally)
+        if 0 < tally["edited"] < tally["rows"]:
+            break
+    assert 0 < tally["edited"] < tally["rows"], tally
+    assert got == hf_rows(model, tokenizer, step_size=8.0, gate=gate)[0]
 
 
 def test_eos_ids_match_hf(setup):

@@ -53,6 +53,7 @@ class Resources:
     loaded_value_model: Any = None
     loaded_reward_model: Any = None
     loaded_direction: Any = None
+    edit_tally: Optional[dict] = None  # a gated edit's count (utils.intervention.new_tally()), filled while decoding
 
     def use_value_model(self, stem: str) -> None:
         """Read the value model from `stem` on first use; one already loaded from it is kept (not read again)."""

@@ -24,10 +24,13 @@ ENGINES = ("hf", "vllm")
 
 @dataclass(frozen=True)
 class Edit:
-    """RE-Control's control signal: num_updates gradient steps of size step_size uphill on value_model."""
+    """RE-Control's control signal: num_updates gradient steps of size step_size uphill on value_model; with a gate
+    (utils.intervention.Gate) only on the rows it picks, counted in `tally` (utils.intervention.new_tally())."""
     value_model: torch.nn.Module
     step_size: float
     num_updates: int
+    gate: Any = None
+    tally: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class HFEngine(Engine):
         if edit is None:
             yield
             return
-        with ValueIntervention(self.model, edit.value_model.to(self.model.device), edit.step_size, edit.num_updates):
+        with ValueIntervention(self.model, edit.value_model.to(self.model.device), edit.step_size, edit.num_updates,
+                               gate=edit.gate, tally=edit.tally):
             yield
 
     def decode(self, texts, max_new_tokens, sampling=None, num_samples=1, use_cache=True):

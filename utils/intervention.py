@@ -3,10 +3,59 @@
 The hooks sit after the last layer, so the KV cache is never touched: an edit changes only the distribution of the
 token being chosen. Only the last position is read or edited; it is the only one whose logits `generate` uses.
 """
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
 import torch
 
 from utils.models import find_final_norm
 from utils.value_model import value_and_first_delta
+
+GATE_SIGNALS = ("entropy", "value")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Edit only the rows where it matters (Value-Filtered Decoding, CARDS): signal 'entropy' edits a row whose
+    next-token entropy (nats, of the unedited state's logits) is above `threshold`; 'value' one whose V(o_t) is below
+    it. No gate (None) edits every row, as the paper does."""
+    signal: str
+    threshold: float
+
+    def __post_init__(self):
+        if self.signal not in GATE_SIGNALS:
+            raise ValueError(f"gate signal must be one of {', '.join(GATE_SIGNALS)}, not {self.signal!r}")
+
+    def rows(self, weights, states: torch.Tensor, logits_of: Optional[Callable] = None) -> torch.Tensor:
+        """The boolean mask of the rows to edit (states in the weights' dtype)."""
+        if self.signal == "value":
+            first_weight, first_bias = weights[0]
+            values, _ = value_and_first_delta(weights, torch.addmm(first_bias, states, first_weight.t()))
+            return values < self.threshold
+        if logits_of is None:
+            raise ValueError("an entropy gate needs the model's logits")
+        log_p = torch.log_softmax(logits_of(states).float(), dim=-1)
+        return -(log_p.exp() * log_p).sum(-1) > self.threshold
+
+
+def new_tally() -> Dict[str, int]:
+    """A gate's count: rows edited and rows seen (a plain dict, so that a run's record can hold it)."""
+    return {"edited": 0, "rows": 0}
+
+
+def gated_edit(weights, states, step_size, num_updates, gate: Optional[Gate] = None, gram=None,
+               logits_of: Optional[Callable] = None, tally: Optional[Dict[str, int]] = None):
+    """edit_states on the rows `gate` picks (all of them without a gate: edit_states itself); `tally` counts."""
+    if gate is None:
+        return edit_states(weights, states, step_size, num_updates, gram=gram)
+    rows = gate.rows(weights, states.to(weights[0][0].dtype), logits_of)
+    if tally is not None:
+        tally["edited"] += int(rows.sum())
+        tally["rows"] += int(rows.numel())
+    edited = states.clone()
+    if rows.any():
+        edited[rows] = edit_states(weights, states[rows], step_size, num_updates, gram=gram)
+    return edited
 
 
 def edit_states(weights, states, step_size, num_updates, trace=None, gram=None):
@@ -90,13 +139,17 @@ class ValueIntervention(FinalNormHook):
     coordinates of about 1.2 would round away. Equal to torch.optim.SGD(lr=step_size) on -V(o_t + u).sum().
     """
 
-    def __init__(self, model, value_model, step_size, num_updates, track_values=False):
+    def __init__(self, model, value_model, step_size, num_updates, track_values=False, gate=None, tally=None):
         self.step_size = step_size
         self.num_updates = num_updates
         self.value_model = value_model
         self._weights = {}
         self.track_values = track_values
         self.value_trace = []  # per forward pass: [num_updates + 1, batch] values of V along the edit
+        self.gate = gate  # a Gate: edit only the rows it picks (None: every row)
+        self.tally = tally  # a gate's count (new_tally()), or None
+        head = model.get_output_embeddings() if gate is not None and gate.signal == "entropy" else None
+        self.logits_of = None if head is None else (lambda x: head(x.to(head.weight.dtype)))
         super().__init__(model)
 
     def weights(self, dtype, device):
@@ -113,6 +166,9 @@ class ValueIntervention(FinalNormHook):
         work_dtype = torch.promote_types(states.dtype, torch.float32)
         trace = [] if self.track_values else None
         weights, gram = self.weights(work_dtype, states.device)
+        if self.gate is not None:
+            return gated_edit(weights, states, self.step_size, self.num_updates, self.gate, gram, self.logits_of,
+                              self.tally)
         edited = edit_states(weights, states, self.step_size, self.num_updates, trace, gram)
         if trace is not None:
             self.value_trace.append(torch.stack(trace))

@@ -209,7 +209,7 @@ NOT_SETTINGS = ("output_dir", "overwrite", "num_threads", "tensor_parallel_size"
 
 
 # flags added later, left out while unset: runs without them keep the settings (and resume) as before
-OMITTED_WHEN_UNSET = ("adapter",)
+OMITTED_WHEN_UNSET = ("adapter", "option_gate", "option_gate_threshold")
 
 
 def run_settings(config, ignore=(), **extra):
@@ -217,7 +217,7 @@ def run_settings(config, ignore=(), **extra):
     from utils.config import as_dict
     settings = {k: v for k, v in as_dict(config).items() if k not in NOT_SETTINGS and k not in ignore
                 and not (k in OMITTED_WHEN_UNSET and v is None)}
-    settings.update(extra)
+    settings.update({k: v for k, v in extra.items() if not (k in OMITTED_WHEN_UNSET and v is None)})
     return json.loads(json.dumps(settings, sort_keys=True))
 
 

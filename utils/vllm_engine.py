@@ -23,7 +23,7 @@ import torch
 
 from utils.engines import Edit, Engine, Sampling
 from utils.errors import UsageError
-from utils.intervention import edit_states
+from utils.intervention import Gate, edit_states, gated_edit, new_tally
 
 INSTALL_HINT = "--engine vllm needs the vLLM extra: bash scripts/setup.sh --vllm"
 VLLM_VERSION = "0.32.0"  # the release whose runner internals this file reads (requirements/vllm.txt)
@@ -93,6 +93,8 @@ class _WorkerState:
         self.cast: Dict[torch.dtype, Tuple[Weights, torch.Tensor]] = {}  # work dtype -> (weights, gram)
         self.step_size = 0.0
         self.num_updates = 0
+        self.gate = None  # a utils.intervention.Gate, or None: every row
+        self.tally = new_tally()
         self.capture: Optional[Dict[str, List[torch.Tensor]]] = None  # request id -> [d] rows
         self.served = None  # serving (utils.serving.ServedModels): each row edited as its request asks
         self.served_weights: Dict[str, Weights] = {}
@@ -127,7 +129,8 @@ class ReControlExtension:
             if state.served is not None and not state.scoring_prompt:
                 hidden_states = self._recontrol_edit_requests(state, hidden_states)
             elif state.weights is not None and state.num_updates > 0:
-                hidden_states = self._recontrol_edit(state, hidden_states)
+                logits_of = (lambda rows: state.original(rows, *args, **kwargs)) if state.gate else None
+                hidden_states = self._recontrol_edit(state, hidden_states, logits_of)
             return state.original(hidden_states, *args, **kwargs)
 
         model.compute_logits = compute_logits  # an instance attribute: shadows the method for this model only
@@ -192,10 +195,15 @@ class ReControlExtension:
 
     @staticmethod
     @torch.no_grad()
-    def _recontrol_edit(state: _WorkerState, states: torch.Tensor) -> torch.Tensor:
-        """ValueIntervention.edit on the rows: edit_states in float32 (or the states' dtype if wider)."""
+    def _recontrol_edit(state: _WorkerState, states: torch.Tensor, logits_of=None) -> torch.Tensor:
+        """ValueIntervention.edit on the rows: edit_states in float32 (or the states' dtype if wider), on the rows
+        the gate picks if there is one (the entropy of the unedited rows' logits, `logits_of`)."""
         work_dtype = torch.promote_types(states.dtype, torch.float32)
         weights, gram = ReControlExtension._cast(state.cast, work_dtype, state.weights, work_dtype)
+        if state.gate is not None:
+            cast = None if logits_of is None else (lambda rows: logits_of(rows.to(states.dtype)))
+            return gated_edit(weights, states, state.step_size, state.num_updates, state.gate, gram, cast,
+                              state.tally)
         return edit_states(weights, states, state.step_size, state.num_updates, gram=gram)
 
     @torch.no_grad()
@@ -244,10 +252,14 @@ class ReControlExtension:
             if not discard[i]:
                 state.capture.setdefault(req_id, []).append(rows[i])
 
-    def recontrol_set_edit(self, weights: List[Tuple[Packed, Packed]], step_size: float, num_updates: int) -> None:
-        """Edit every row from now on: num_updates steps of size step_size uphill on the value model whose Linear
-        layers are `weights` ([(W, b), ...] as ValueModel.linear_weights gives them, each packed by pack())."""
+    def recontrol_set_edit(self, weights: List[Tuple[Packed, Packed]], step_size: float, num_updates: int,
+                           gate: Optional[Tuple[str, float]] = None) -> None:
+        """Edit every row from now on (or the rows `gate` = (signal, threshold) picks): num_updates steps of size
+        step_size uphill on the value model whose Linear layers are `weights` ([(W, b), ...] as
+        ValueModel.linear_weights gives them, each packed by pack())."""
         state = self._recontrol()
+        state.gate = Gate(*gate) if gate else None
+        state.tally = new_tally()
         device = self.model_runner.device
         state.weights = [(unpack(w, device), unpack(b, device)) for w, b in weights]
         state.cast = {}
@@ -269,7 +281,13 @@ class ReControlExtension:
     def recontrol_clear_edit(self) -> None:
         """Stop editing."""
         state = self._recontrol()
-        state.weights, state.cast, state.num_updates = None, {}, 0
+        state.weights, state.cast, state.num_updates, state.gate = None, {}, 0, None
+
+    def recontrol_pop_tally(self) -> Dict[str, int]:
+        """The gate's count since the edit was set or last popped (rows edited, rows seen); counting restarts."""
+        state = self._recontrol()
+        tally, state.tally = state.tally, new_tally()
+        return tally
 
     def recontrol_start_capture(self) -> None:
         """Keep every sampled row's state (float32, on the CPU) from now on, by request id."""
@@ -360,24 +378,36 @@ class VllmEngine:
         return self.llm.collective_rpc(method, args=args)
 
     # ------------------------------------------------------------------------------------------------------ edit
-    def set_edit(self, value_model: torch.nn.Module, step_size: float, num_updates: int) -> None:
-        """RE-Control from now on: the value model's layers go to the workers as float32 tensors."""
+    def set_edit(self, value_model: torch.nn.Module, step_size: float, num_updates: int, gate: Any = None) -> None:
+        """RE-Control from now on: the value model's layers go to the workers as float32 tensors; `gate`
+        (utils.intervention.Gate) edits only the rows it picks."""
         weights = [(pack(w), pack(b)) for w, b in value_model.linear_weights(torch.float32, "cpu")]
-        self.rpc("recontrol_set_edit", weights, float(step_size), int(num_updates))
+        self.rpc("recontrol_set_edit", weights, float(step_size), int(num_updates),
+                 (gate.signal, float(gate.threshold)) if gate else None)
+
+    def pop_tally(self) -> Dict[str, int]:
+        """The gate's count over the workers of the last pipeline stage (they edit the same rows: the first one's)."""
+        counts = [t for t in self.rpc("recontrol_pop_tally") if t.get("rows")]
+        return counts[0] if counts else new_tally()
 
     def clear_edit(self) -> None:
         self.rpc("recontrol_clear_edit")
 
     @contextlib.contextmanager
-    def edit(self, value_model: Optional[torch.nn.Module], step_size: float, num_updates: int) -> Iterator[None]:
-        """RE-Control inside the `with` (nothing if value_model is None or num_updates is 0)."""
+    def edit(self, value_model: Optional[torch.nn.Module], step_size: float, num_updates: int, gate: Any = None,
+             tally: Optional[Dict[str, int]] = None) -> Iterator[None]:
+        """RE-Control inside the `with` (nothing if value_model is None or num_updates is 0); with a gate, its count
+        is added to `tally` at the end."""
         if value_model is None or num_updates == 0:
             yield
             return
-        self.set_edit(value_model, step_size, num_updates)
+        self.set_edit(value_model, step_size, num_updates, gate)
         try:
             yield
         finally:
+            if gate is not None and tally is not None:
+                for key, count in self.pop_tally().items():
+                    tally[key] += count
             self.clear_edit()
 
     # ------------------------------------------------------------------------------------------------------ decoding
@@ -404,14 +434,16 @@ class VllmEngine:
     def generate(self, prompt_token_ids: Sequence[Sequence[int]], max_new_tokens: int, do_sample: bool = False,
                  temperature: float = 0.7, top_k: int = 50, top_p: float = 0.95, num_samples: int = 1,
                  seed: Optional[int] = None, value_model: Optional[torch.nn.Module] = None, step_size: float = 0.0,
-                 num_updates: int = 0, min_new_tokens: int = 0) -> List[List[int]]:
+                 num_updates: int = 0, min_new_tokens: int = 0, gate: Any = None,
+                 tally: Optional[Dict[str, int]] = None) -> List[List[int]]:
         """Generated token ids for each (prompt, sample), prompt after prompt (num_samples in a row per prompt).
 
         Greedy unless do_sample; a response ends on one of eos_token_ids (kept, as in HF's tokens) or after
         max_new_tokens. With a value model and num_updates > 0, every step's state is edited as RE-Control does.
-        min_new_tokens masks eos until then (HF's min_new_tokens; the benchmarks' equal work).
+        min_new_tokens masks eos until then (HF's min_new_tokens; the benchmarks' equal work). `gate`
+        (utils.intervention.Gate) edits only the rows it picks, counted in `tally`.
         """
-        with self.edit(value_model, step_size, num_updates):
+        with self.edit(value_model, step_size, num_updates, gate, tally):
             outputs = self._run(prompt_token_ids, max_new_tokens, do_sample, temperature, top_k, top_p, num_samples,
                                 seed, min_new_tokens)
         return [list(out.outputs[0].token_ids) for out in outputs]
@@ -512,7 +544,7 @@ class VllmDecoder(Engine):
     def editing(self, edit: Optional[Edit]):
         if edit is None:
             return contextlib.nullcontext()
-        return self.engine.edit(edit.value_model, edit.step_size, edit.num_updates)
+        return self.engine.edit(edit.value_model, edit.step_size, edit.num_updates, edit.gate, edit.tally)
 
     def decode(self, texts, max_new_tokens, sampling=None, num_samples=1, use_cache=True):  # noqa: ARG002 (vLLM caches)
         return engine_decode(self.engine, self.tokenizer, texts, self.add_special_tokens, max_new_tokens, num_samples,

@@ -15,6 +15,7 @@ from utils.engines import Engine, open_engine
 from utils.errors import UsageError
 from utils.features import load_sequences
 from utils.generation import answer_prompts
+from utils.intervention import new_tally
 from utils.io import adapter_meta_path, load_json, read_json_or_none, response_path, run_settings
 from utils.models import load_policy_tokenizer, resolve_model
 from utils.names import model_tag, named_dataset, run_name, value_model_stem
@@ -172,12 +173,14 @@ def run_decode(config: DecodeConfig, options: Any = None, engine: Optional[Engin
     resources = _resources(config, engine, resources, loaded.get("reward_model"))
     # ------------------------------------------------------------------------------------------------------ run + save
     value_model = resources.loaded_value_model if method.uses_value_model else None
+    resources.edit_tally = new_tally() if getattr(options, "gate", None) else None  # filled while decoding
     with method.session(resources, options) as decode_batch:
         answer_prompts(config, prompts, engine.tokenizer, engine.add_special_tokens, decode_batch,
                        f"generating ({method.label}, {engine.name})", out, settings, method=method.name,
                        label=method.label, **as_dict(options), prompting=prompting, split=config.split,
                        value_model=value_model.config if value_model is not None else None,
-                       value_model_file=stem, **adapter_description(config))
+                       value_model_file=stem, **adapter_description(config),
+                       **({"gate_tally": resources.edit_tally} if resources.edit_tally is not None else {}))
     return name
 
 
