@@ -116,9 +116,9 @@ def test_stage4_with_a_gate_records_the_fraction_and_without_one_is_unchanged(pi
 
 def test_gate_flags_come_together(pipeline, tiny_llama_dir, qfile, tmp_path):
     import inference_intervention
+    from helpers import copy_of
     from utils.errors import UsageError
     from utils.stages.stage4_inference import run_decode
-    from helpers import copy_of
     parsed = inference_intervention.parse_args(llm_args(tiny_llama_dir, copy_of(pipeline, tmp_path), qfile,
                                                         "--use_intervention", "True", "--value_lr", "0.001", "--lr",
                                                         "1", "--epochs", "1", "--gate", "value"))
