@@ -185,6 +185,10 @@ class ValueModelConfig(OutputOptions):
                                   "--val_fraction > 0) instead of the last one")
     standardize_rewards: bool = option(False, "train on standardised rewards (train mean 0, std 1); the saved model "
                                        "is folded back to reward units, so step sizes keep their meaning")
+    margin_weight: float = option(0.0, "weight of Pref-CTRL's preference-margin loss, added to the regression: on "
+                                  "each training prompt's best and worst responses, relu(--margin - (mean V of the "
+                                  "best - mean V of the worst)); 0 = the paper's loss alone", parse=nonnegative_float)
+    margin: float = option(0.1, "the margin of --margin_weight's loss, in reward units", parse=nonnegative_float)
     eval_split: str = option("auto", "split whose loss is reported every epoch (never used for a choice): 'auto' = "
                              "the tuning split where the data set has one (demo: stage 1 on --splits tune first), "
                              "else test")
@@ -365,6 +369,8 @@ class ValueTrainingConfig:
     val_fraction: float = 0.0         # fraction of the training prompts held out
     early_stopping: bool = False      # keep the epoch with the lowest validation Monte-Carlo error
     standardize_rewards: bool = False  # train on (r - mean) / std, fold back to reward units
+    margin_weight: float = 0.0        # Pref-CTRL's preference-margin loss beside the regression (0: the paper's)
+    margin: float = 0.1               # the margin the best response's mean V should clear the worst's by
     seed: int = 0
     device: str = "cpu"
 

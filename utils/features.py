@@ -108,6 +108,7 @@ class SequenceData:
     lengths: torch.Tensor   # [N] valid steps per sequence
     labels: torch.Tensor    # [N] reward of each sequence
     offsets: torch.Tensor = None  # [N] first row of each sequence (default: back to back from row 0)
+    groups: torch.Tensor = None   # [N] the prompt of each sequence (an id), where known
 
     def __post_init__(self):
         if isinstance(self.rows, torch.Tensor):
@@ -118,7 +119,7 @@ class SequenceData:
     def subset(self, sequence_ids):
         """The sequences `sequence_ids` (a LongTensor), reading the same rows."""
         return SequenceData(self.rows, self.lengths[sequence_ids], self.labels[sequence_ids],
-                            self.offsets[sequence_ids])
+                            self.offsets[sequence_ids], None if self.groups is None else self.groups[sequence_ids])
 
     def __len__(self):
         return self.lengths.numel()

@@ -1,4 +1,5 @@
 """Training the value model on recorded states: the loop behind stage 3 and `utils.train_value_model`."""
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -9,7 +10,13 @@ from tqdm.auto import tqdm
 from utils.configs import ValueTrainingConfig
 from utils.errors import UsageError
 from utils.features import SequenceData
-from utils.value_model import ValueModel, bellman_loss, fold_output_affine, monte_carlo_error
+from utils.value_model import (
+    ValueModel,
+    bellman_loss,
+    fold_output_affine,
+    monte_carlo_error,
+    preference_margin_loss,
+)
 
 LOSS_PARTS = ("loss", "td", "terminal", "mc")
 
@@ -18,7 +25,13 @@ def run_epoch(model: ValueModel, data: SequenceData, config: ValueTrainingConfig
               scale: float = 1.0, shift: float = 0.0) -> List[float]:
     """Mean per-sequence (loss, td, terminal, Monte-Carlo error) over `data`; one optimizer step per batch if
     training. The model's output is read as scale * V + shift (reward standardisation)."""
+    margin = config.margin_weight > 0 and data.groups is not None
     order = torch.randperm(len(data), generator=generator) if optimizer else torch.arange(len(data))
+    if margin and optimizer:  # a prompt's responses in one batch: its best and worst are a pair
+        groups = data.groups.unique()
+        rank = torch.empty_like(groups)
+        rank[torch.randperm(groups.numel(), generator=generator)] = torch.arange(groups.numel())
+        order = order[torch.argsort(rank[torch.searchsorted(groups, data.groups[order])], stable=True)]
     totals = torch.zeros(len(LOSS_PARTS))
     for start in range(0, len(data), config.batch_size):
         ids = order[start:start + config.batch_size]
@@ -29,6 +42,9 @@ def run_epoch(model: ValueModel, data: SequenceData, config: ValueTrainingConfig
             if (scale, shift) != (1.0, 0.0):
                 values = values * scale + shift
             parts = bellman_loss(values, lengths, rewards, config.detach_target, config.td_lambda)
+            if margin:
+                parts = (parts[0] + config.margin_weight * preference_margin_loss(
+                    values, lengths, rewards, data.groups[ids].to(config.device), config.margin), *parts[1:])
         if optimizer:
             optimizer.zero_grad()
             parts[0].backward()
@@ -36,6 +52,12 @@ def run_epoch(model: ValueModel, data: SequenceData, config: ValueTrainingConfig
         parts = [p.item() for p in parts] + [monte_carlo_error(values.detach(), lengths, rewards).item()]
         totals += torch.tensor(parts) * len(ids)
     return (totals / len(data)).tolist()
+
+
+def with_prompt_groups(data: SequenceData, prompts: Sequence[str]) -> SequenceData:
+    """`data` with each sequence's prompt as a group id (the margin loss pairs a prompt's responses)."""
+    codes = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+    return dataclasses.replace(data, groups=torch.tensor([codes[p] for p in prompts]))
 
 
 def split_by_group(data: SequenceData, groups: Sequence[str], fraction: float,
@@ -71,6 +93,9 @@ def fit_value_model(train: SequenceData, config: ValueTrainingConfig, validation
     """
     if config.early_stopping and validation is None:
         raise UsageError("early stopping needs a validation slice: set val_fraction (e.g. 0.1)")
+    if config.margin_weight and train.groups is None:
+        raise UsageError("the margin loss pairs each prompt's responses: give the training data its prompts "
+                         "(utils.training.with_prompt_groups)")
     torch.manual_seed(config.seed)
     scale, shift = 1.0, 0.0
     if config.standardize_rewards:

@@ -109,6 +109,21 @@ def bellman_loss(values, lengths, rewards, detach_target=True, td_lambda=0.0):
     return td + terminal, td, terminal
 
 
+def preference_margin_loss(values, lengths, rewards, groups, margin):
+    """Pref-CTRL's preference margin: for each prompt (`groups`, one id per sequence) with two or more responses of
+    different rewards, relu(margin - (mean V over the best response's steps - mean V over the worst's)); the mean over
+    those prompts (0 if there are none). `values` as bellman_loss reads them: every valid step, back to back."""
+    sequence = torch.repeat_interleave(torch.arange(lengths.numel(), device=values.device), lengths)
+    means = values.new_zeros(lengths.numel()).index_add(0, sequence, values) / lengths.to(values.dtype)
+    terms = []
+    for group in groups.unique():
+        members = torch.nonzero(groups == group).squeeze(1)
+        best, worst = members[rewards[members].argmax()], members[rewards[members].argmin()]
+        if members.numel() >= 2 and rewards[best] != rewards[worst]:
+            terms.append(torch.relu(margin - (means[best] - means[worst])))
+    return torch.stack(terms).mean() if terms else values.sum() * 0
+
+
 def monte_carlo_error(values, lengths, rewards):
     """sum over every valid step of (V(o_t) - r)^2, divided by B: how well V predicts the final reward anywhere.
 

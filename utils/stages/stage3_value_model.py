@@ -14,7 +14,7 @@ from utils.models import resolve_device
 from utils.names import model_tag, named_dataset, value_model_stem, value_model_variant
 from utils.paper import default_shape
 from utils.runs import refuse_overwrite
-from utils.training import ValueTrainingConfig, fit_value_model, split_by_group
+from utils.training import ValueTrainingConfig, fit_value_model, split_by_group, with_prompt_groups
 from utils.value_model import save_value_model
 
 
@@ -68,13 +68,17 @@ def run_train_value_model(args):
     train = load_sequences(args.output_dir, m, d, "train")
     test = load_sequences(args.output_dir, m, d, args.eval_split)
     validation = None
-    if args.val_fraction:
+    if args.val_fraction or args.margin_weight:
         records = load_json(features_path(args.output_dir, m, d, "response", "train"),
                             "get_activations_only.py")
         if len(records) != len(train):
             raise UsageError(f"{len(records)} training responses for {len(train)} feature sequences; re-run "
                                  f"get_activations_only.py")
-        train, validation = split_by_group(train, [r["prompt"] for r in records], args.val_fraction, args.seed)
+        if args.margin_weight:  # the margin loss pairs each prompt's best and worst responses
+            train = with_prompt_groups(train, [r["prompt"] for r in records])
+        if args.val_fraction:
+            train, validation = split_by_group(train, [r["prompt"] for r in records], args.val_fraction,
+                                               args.seed)
     training = ValueTrainingConfig(**{k: getattr(args, k) for k in ValueTrainingConfig.__dataclass_fields__
                                       if k != "device"}, device=str(device))
     baseline = ((test.labels - train.labels.mean()) ** 2).mean().item()
