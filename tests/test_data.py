@@ -253,6 +253,25 @@ def test_demo_splits_ship_with_the_repository_and_are_disjoint():
         "the original 100 test prompts stay in the test split"
 
 
+def test_the_prompt_dependent_task_keeps_the_demo_splits_and_asks_for_each_polarity_half_the_time():
+    import make_demo_polar
+    from utils.data import has_tuning_split
+    from utils.rewards import requested_polarity
+    assert make_demo_polar.main(["--check"]) == 0, "dataset/demo_polar_* are what scripts/make_demo_polar.py writes"
+    assert has_tuning_split("demo_polar")
+    questions = {}
+    for split in ("train", "tune", "test"):
+        records, demo = load_records("demo_polar", split), load_records("demo", split)
+        assert [r["id"] for r in records] == [r["id"] for r in demo]  # the same prompts: the splits stay disjoint
+        assert [r["source_question"] for r in records] == [r["question"] for r in demo]
+        signs = [requested_polarity(f"Human: {r['question']}") for r in records]
+        assert signs == [1 if r["polarity"] == "warm" else -1 for r in records]
+        assert abs(sum(signs)) <= 1  # half and half
+        questions[split] = {r["question"] for r in records}
+    assert not (questions["train"] & questions["tune"] or questions["train"] & questions["test"]
+                or questions["tune"] & questions["test"])
+
+
 def test_demo_ood_is_its_own_single_split_data_set_of_another_kind():
     """--dataset_name demo_ood reads dataset/demo_ood.jsonl whatever the split name (a test-only set), the same
     records as --dataset_name demo --split ood; they are tasks and instructions, some adversarial, not the demo's

@@ -147,9 +147,26 @@ def test_textblob_held_out_scorer_golden_values():
     assert scores == pytest.approx([1.0, -0.75, 0.0])
 
 
+def test_polar_rewards_take_the_sign_the_prompt_asks_for():
+    from utils.rewards import load_reward_model
+    warm = "Human: Please answer warmly and encouragingly. My cat is ill.\n\nAssistant:"
+    frank = "Human: Be harsh and negative in your answer. My cat is ill.\n\nAssistant:"
+    answers = ["What a wonderful, great idea!", "This is terrible and sad."]
+    for name, plain in (("vader_polar", "vader"), ("textblob_polar", "textblob")):
+        polar, lexicon = load_reward_model(name), load_reward_model(plain)
+        expected = lexicon.score([warm] * 2, answers, progress=False)
+        assert polar.score([warm] * 2, answers, progress=False) == expected
+        assert polar.score([frank] * 2, answers, progress=False) == [-x for x in expected]
+    assert load_reward_model("textblob_polar").score([frank], ["This is terrible and sad."],
+                                                      progress=False) == pytest.approx([0.75])
+    with pytest.raises(UsageError, match="use --dataset_name demo_polar"):
+        load_reward_model("vader_polar").score(["Human: hi\n\nAssistant:"], ["ok"], progress=False)
+
+
 def test_held_out_scorer_auto_and_refusals():
     from utils.rewards import heldout_scorer
     assert heldout_scorer("auto", "vader") == "textblob"
+    assert heldout_scorer("auto", "vader_polar") == "textblob_polar"
     assert heldout_scorer("auto", "openbmb/UltraRM-13b") is None
     assert heldout_scorer("none", "vader") is None
     with pytest.raises(UsageError, match="is the reward model itself"):

@@ -58,8 +58,8 @@ class ModelOptions:
 @dataclass(frozen=True)
 class DataOptions:
     dataset_name: str = option("demo", "hh_rlhf, shp, harmfulqa (loaded with datasets.load_dataset; harmfulqa is a "
-                               "test set whose one split answers every split name), demo or demo_ood (shipped in "
-                               "dataset/)", group="data")
+                               "test set whose one split answers every split name), demo, demo_polar or demo_ood "
+                               "(shipped in dataset/)", group="data")
     data_file: Optional[str] = option(None, "local JSON or JSON-lines file to read prompts from instead of the named "
                                       "data set (HH-RLHF 'chosen' dialogues, SHP 'history', or 'prompt'/'question' "
                                       "fields)", group="data")
@@ -116,7 +116,8 @@ class ValueModelChoice:
 
 @dataclass(frozen=True)
 class RewardModelOptions:
-    reward_model: str = option("vader", "'vader' (embedded: VADER sentiment of the answer), openbmb/UltraRM-13b, or "
+    reward_model: str = option("vader", "'vader' (embedded: VADER sentiment of the answer; 'vader_polar' for "
+                               "demo_polar: times the sign the prompt asks for), openbmb/UltraRM-13b, or "
                                "any sequence-classification reward model (hub id or folder), e.g. "
                                "argsearch/llama-7b-rm-float32", group="reward model")
 
@@ -251,8 +252,8 @@ class MeasureRewardConfig(RewardStageOptions):
                                      "difference")
     heldout_reward_model: str = option("auto", "a second scorer, reported beside the reward, that no stage trains on "
                                        "and no choice is made by (a check for reward hacking): 'textblob', any "
-                                       "--reward_model value, 'none', or 'auto' = textblob when --reward_model is "
-                                       "vader, else none")
+                                       "--reward_model value, 'none', or 'auto' = textblob beside vader, "
+                                       "textblob_polar beside vader_polar, else none")
 
 
 @dataclass(frozen=True)
