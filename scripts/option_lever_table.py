@@ -49,8 +49,8 @@ def row(root, run, base_eval):
 
 def main(argv=None):
     args = parse_args(argv)
-    prefix = f"{args.model_name}_{args.dataset_name}_tune_"
-    base = f"{prefix}base"
+    prefix = f"{args.model_name}_{args.dataset_name}_"
+    base = f"{prefix}base"  # stage 4 names a tuning-split run as it names a test-split one
     base_eval = load_json(output_path(args.output_dir, "evaluation", base), stage_hint="metrics.py")
     base_meta = load_json(os.path.join(args.output_dir, "response", f"{base}.meta.json"))
     lines = [f"RE-Control's options on the tuning split ({args.dataset_name}; differences against the tuning split's "
@@ -59,7 +59,8 @@ def main(argv=None):
              "fraction of rows edited | decoding s |", "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(glob.glob(os.path.join(args.output_dir, "response", f"{prefix}*.meta.json"))):
         run = os.path.basename(path).removesuffix(".meta.json")
-        if run != base and load_json(path).get("method") == "re_control":
+        meta = load_json(path)
+        if run != base and meta.get("method") == "re_control" and meta["settings"].get("split") == "tune":
             text = row(args.output_dir, run, base_eval)
             if text:
                 lines.append(text)

@@ -6,6 +6,7 @@
 #   bash scripts/option_levers.sh                                 # the demo (after scripts/demo.sh)
 #   FROM=runs/polar/seed0 OUT=runs/polar_option_levers DATASET=demo_polar REWARD=vader_polar \
 #       bash scripts/option_levers.sh                             # the prompt-dependent task (after scripts/polar.sh)
+# GATES: ';'-separated gates to try ('' = none; default ';value 0;value 0.25;value 0.5;entropy 1;entropy 2;entropy 3').
 # SWEEP: the sweep result that chose alpha and n (default: $OUT/results/{m}_{d}_sweep.json, else results/'s).
 # FROM: the run folder whose stage-1 features and value model are read (default runs/demo); they are copied to $OUT
 # (default runs/option_levers), since stage 4 names a tuning-split run as it names the test split's.
@@ -27,15 +28,18 @@ SWEEP=${SWEEP:-$OUT/results/${N}_sweep.json}
 COMMON=(--model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$OUT")
 TUNE=(--split tune --max_new_tokens $NEW_TOKENS --batch_size 50)
 VM="$OUT/trained_model/value_model_${N}_${VALUE_LR}_td1_vf0.1_es"
-score() {  # stage 5 against the tuning split's base, stage 6
-  $PY measure_reward.py "${COMMON[@]}" --reward_model "$REWARD" --out_file "$1" --baseline "${N}_tune_base"
+score() {  # stage 5 (against the tuning split's base, named as stage 4 names it: {m}_{d}_base), stage 6
+  local against=(--baseline "${N}_base")
+  [ "$1" != "${N}_base" ] || against=()
+  $PY measure_reward.py "${COMMON[@]}" --reward_model "$REWARD" --out_file "$1" "${against[@]}"
   $PY metrics.py --output_dir "$OUT" --run_name "$1" --embedding_model minilm
 }
 $PY get_activations_only.py "${COMMON[@]}" --splits tune --max_new_tokens $NEW_TOKENS
 $PY reward_label.py "${COMMON[@]}" --reward_model "$REWARD" --mode tune
 $PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" --use_intervention False
-score "${N}_tune_base"
-for gate in "" "value 0" "value 0.25" "value 0.5" "entropy 1" "entropy 2" "entropy 3"; do
+score "${N}_base"
+IFS=';' read -r -a gates <<< "${GATES:-;value 0;value 0.25;value 0.5;entropy 1;entropy 2;entropy 3}"
+for gate in "${gates[@]}"; do
   # shellcheck disable=SC2086
   flags=(--use_intervention True --value_model "$VM" --settings_from "$SWEEP" ${gate:+--gate ${gate% *} --gate_threshold ${gate#* }})
   $PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" "${flags[@]}"

@@ -32,7 +32,8 @@ def parse_args(argv=None):
     parser = cli.make_parser(__doc__)
     parser.add_argument("--folders", type=str, default="runs/polar/seed*", help="glob of the draws' run folders")
     parser.add_argument("--value_model", type=str, default="value_model_smollm2_135M_demo_polar_0.001_td1_vf0.1_es",
-                        help="the value model's file name (no extension) under each folder's trained_model/")
+                        help="the value model's file name (no extension) under each folder's trained_model/; a draw "
+                             "with seed K > 0 adds _sK, as stage 3 names it")
     parser.add_argument("--out", type=str, default=None, help="also write the table to this Markdown file")
     return parser.parse_args(argv)
 
@@ -43,7 +44,9 @@ def correlation(a, b):
 
 
 def draw_row(folder, value_model_name):
-    value_model = load_value_model(os.path.join(folder, "trained_model", value_model_name))
+    seed = os.path.basename(folder).removeprefix("seed")
+    suffix = f"_s{seed}" if seed.isdigit() and int(seed) else ""
+    value_model = load_value_model(os.path.join(folder, "trained_model", value_model_name + suffix))
     data = load_sequences(folder, M, D, "tune")
     records = load_json(features_path(folder, M, D, "response", "tune"), "get_activations_only.py")
     signs = torch.tensor([requested_polarity(r["conversation"]) for r in records], dtype=torch.float32)
