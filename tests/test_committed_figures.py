@@ -102,3 +102,16 @@ def test_the_demo_run_reproduced_its_draw():
     for method in ("base", "re_control"):
         assert demo[method].rows == draw[method].rows
     assert demo["re_control"].value_model_sha256 == draw["re_control"].value_model_sha256
+
+
+def test_the_polar_report_is_what_its_per_prompt_files_give_and_the_docs_quote_it(tmp_path):
+    out, report = str(tmp_path / "polar"), "results/smollm2_135M_demo_polar_replicate"
+    replicate_report.main(["--per_prompt", "results/per_prompt/polar", "--out", out, "--first_untouched", "1",
+                           "--group_by", "polarity"])
+    assert open(out + ".md").read() == read(report + ".md")
+    pooled = json.load(open(out + ".json"))["over_draws"]
+    assert len(json.load(open(out + ".json"))["draws"]) >= 5
+    page = read("docs/prompt-dependent.md")
+    for key in ("re_control-static_re", "re_control-base", "static_re-base"):
+        s = pooled[key]["all"]
+        assert f"{s['mean']:+.4f} ± {s['se']:.4f}".replace("-", "−") in page.replace("-", "−"), key
