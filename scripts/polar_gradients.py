@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
 from utils.features import load_sequences  # noqa: E402
-from utils.io import atomic_path, features_path, load_json  # noqa: E402
+from utils.io import features_path, load_json, save_table  # noqa: E402
 from utils.rewards import requested_polarity  # noqa: E402
 from utils.value_model import load_value_model, value_and_gradient  # noqa: E402
 
@@ -76,12 +76,7 @@ def main(argv=None):
         r = draw_row(folder, args.value_model)
         lines.append(f"| {r['draw']} | {r['rows']} ({r['prompts']}) | {r['cos_halves']:+.3f} | {r['cos_to_mean']:+.3f} "
                      f"| {r['corr_warm']:+.3f} | {r['corr_frank']:+.3f} | {r['corr_all']:+.3f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        with atomic_path(args.out) as tmp:
-            with open(tmp, "w") as f:
-                f.write(table + "\nWritten by `python scripts/polar_gradients.py` (the tuning split only).\n")
+    save_table("\n".join(lines) + "\n", args.out, "`python scripts/polar_gradients.py` (the tuning split only)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 # run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
-from utils.io import atomic_path, load_json  # noqa: E402
+from utils.io import load_json, save_table  # noqa: E402
 from utils.rewards import requested_polarity  # noqa: E402
 
 PREFIX = "smollm2_135M_demo_polar_tune_"
@@ -85,12 +85,7 @@ def main(argv=None):
         count = sum(p[key[0]] == key[1] for p in picks)
         lines.append(f"| {key[0]} | {key[1]} | {warm:+.3f} | {frank:+.3f} | {(warm + frank) / 2:+.3f} | "
                      f"{count} of {len(folders)} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        with atomic_path(args.out) as tmp:
-            with open(tmp, "w") as f:
-                f.write(table + "\nWritten by `python scripts/polar_halves.py` (the tuning split only).\n")
+    save_table("\n".join(lines) + "\n", args.out, "`python scripts/polar_halves.py` (the tuning split only)")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,15 @@ def save_json(obj, path):
             f.write("\n")
 
 
+def save_table(table, path, source):
+    """Print a Markdown table and, if `path`, write it there with the line saying what wrote it (atomically)."""
+    print(table)
+    if path:
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as f:
+                f.write(f"{table}\nWritten by {source}.\n")
+
+
 def save_csv(rows, path, fieldnames=None):
     """Rows (dicts) as a CSV file with a header; fieldnames default to the first row's keys, extra keys are left out."""
     import csv
