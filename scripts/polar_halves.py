@@ -1,8 +1,10 @@
 """Every tuning-split cell of the prompt-dependent task's sweeps, split by the polarity the prompts ask for.
 
-    python scripts/polar_halves.py --folders 'runs/polar/seed*' --out results/smollm2_135M_demo_polar_halves.md
+    python scripts/polar_halves.py --out results/smollm2_135M_demo_polar_halves.md
 
-For each draw (a scripts/polar.sh run folder) and each setting its sweeps tried on the tuning split (RE-Control's
+From the committed per-prompt files alone (results/per_prompt/polar/seed*: scripts/polar.sh exports every scored run
+of a draw, the sweeps' tuning-split cells included, and the sweeps themselves). For each draw and each setting its
+sweeps tried on the tuning split (RE-Control's
 alpha and n, Static RE's strength): the reward minus base's on the warm half and on the frank half of the prompts
 (vader_polar; mean over the half's prompts), and the mean over draws. A fixed vector that raises one half's reward
 lowers the other's: this is where Static RE's cap shows. No test prompt is read.
@@ -16,15 +18,17 @@ import sys
 # run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import cli  # noqa: E402
+from utils.data import load_records  # noqa: E402
 from utils.io import load_json, save_table  # noqa: E402
-from utils.rewards import requested_polarity  # noqa: E402
+from utils.results import load_per_prompt  # noqa: E402
 
 PREFIX = "smollm2_135M_demo_polar_tune_"
 
 
 def parse_args(argv=None):
     parser = cli.make_parser(__doc__)
-    parser.add_argument("--folders", type=str, default="runs/polar/seed*", help="glob of the draws' run folders")
+    parser.add_argument("--folders", type=str, default="results/per_prompt/polar/seed*",
+                        help="glob of the draws' per-prompt folders")
     parser.add_argument("--out", type=str, default=None, help="also write the table to this Markdown file")
     return parser.parse_args(argv)
 
@@ -41,18 +45,20 @@ def setting(run):
 
 def halves(folder):
     """{(method, setting): (warm difference, frank difference)} of one draw's tuning-split cells."""
-    base = load_json(os.path.join(folder, "final_reward", f"{PREFIX}base.json"))["rewards"]
-    records = load_json(os.path.join(folder, "response", f"{PREFIX}base.json"))
-    signs = [requested_polarity(r["conversation"]) for r in records]
+    polarity = {r["id"]: r["polarity"] for r in load_records("demo_polar", "tune")}
+    base = load_per_prompt(os.path.join(folder, f"{PREFIX}base.json"))
+    ids = base.ids()
     cells = {}
-    for path in sorted(glob.glob(os.path.join(folder, "final_reward", f"{PREFIX}*.json"))):
-        run = os.path.basename(path).removesuffix(".json")
-        if run.endswith((".meta", "_base")):
+    for path in sorted(glob.glob(os.path.join(folder, f"{PREFIX}*.json"))):
+        run = load_per_prompt(path)
+        if run.run == base.run:
             continue
-        rewards = load_json(path)["rewards"]
-        warm = [r - b for r, b, s in zip(rewards, base, signs) if s > 0]
-        frank = [r - b for r, b, s in zip(rewards, base, signs) if s < 0]
-        cells[setting(run)] = (statistics.mean(warm), statistics.mean(frank))
+        if run.ids() != ids:
+            raise cli.UsageError(f"{path} answers other prompts than {base.run}; re-run scripts/polar.sh")
+        differences = [r - b for r, b in zip(run.column(run.reward_model), base.column(base.reward_model))]
+        warm = [d for d, i in zip(differences, ids) if polarity[i] == "warm"]
+        frank = [d for d, i in zip(differences, ids) if polarity[i] == "frank"]
+        cells[setting(run.run)] = (statistics.mean(warm), statistics.mean(frank))
     return cells
 
 
@@ -60,7 +66,7 @@ def chosen(folder):
     """The settings the draw's sweeps chose ({method: setting text})."""
     picks = {}
     for name, method in (("", "RE-Control"), ("_static_re", "Static RE")):
-        sweep = load_json(os.path.join(folder, "results", f"smollm2_135M_demo_polar_sweep{name}.json"))
+        sweep = load_json(os.path.join(folder, "sweeps", f"smollm2_135M_demo_polar_sweep{name}.json"))
         cell = sweep["chosen"]
         picks[method] = (f"strength {cell['strength']:g}" if "strength" in cell
                          else f"alpha {cell['step_size']:g}, n {cell['num_updates']}")

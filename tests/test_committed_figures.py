@@ -115,3 +115,10 @@ def test_the_polar_report_is_what_its_per_prompt_files_give_and_the_docs_quote_i
     for key in ("re_control-static_re", "re_control-base", "static_re-base"):
         s = pooled[key]["all"]
         assert f"{s['mean']:+.4f} ± {s['se']:.4f}".replace("-", "−") in page.replace("-", "−"), key
+
+
+def test_the_polar_halves_table_is_what_the_per_prompt_files_give(tmp_path):
+    import polar_halves
+    out = str(tmp_path / "halves.md")
+    polar_halves.main(["--out", out])
+    assert open(out).read() == read("results/smollm2_135M_demo_polar_halves.md")
