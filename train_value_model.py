@@ -22,6 +22,13 @@ Levers beyond the paper (each default keeps the paper's behaviour):
                                      Monte-Carlo error (never the test split)
     --standardize_rewards True       train on (r - mean) / std; the saved model is folded back to reward units
     --value_model PATH               save under PATH (no extension) instead of the original name, e.g. for sweeps
+    --margin_weight 1                Pref-CTRL's preference-margin loss beside the regression (file name _pm1)
+    --rounds 2 --refit_step_size 1 --refit_num_updates 10
+                                     one on-policy refit (IVO): stage 1 again with this value model's edit on
+                                     (stage 1's and stage 2's own settings, from their .meta.json; vLLM where
+                                     installed), relabelled, and a second value model trained on those rollouts:
+                                     ..._r2_ra1_rn10, whose .json "lineage" names its parent (refits/ holds the
+                                     rollouts)
 """
 from utils import cli
 from utils.configs import ValueModelConfig

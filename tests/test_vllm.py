@@ -59,10 +59,10 @@ def hf_rows(model, tokenizer, step_size=None, capture=False, gate=None):
     hooks = ValueIntervention(model, value_model(), step_size, NUM_UPDATES, gate=gate) if step_size is not None \
         else None
     grab = ActivationCapture(model, dtype=torch.float32) if capture else None
+    if grab:  # before the edit's hook: the states the edit starts from
+        grab.register()
     if hooks:
         hooks.register()
-    if grab:
-        grab.register()
     try:
         _, tokens, mask = generate_batch(model, tokenizer, PROMPTS, config)
         states = grab.pop() if grab else None
@@ -140,6 +140,19 @@ def test_capture_equals_hf(captures):
     assert torch.equal(lengths, mask.sum(1))
     assert len(set(lengths.tolist())) > 1 and int(lengths.min()) < MAX_NEW
     assert vllm_features.shape == features.shape
+    assert torch.allclose(vllm_features, features, atol=1e-4, rtol=0)
+
+
+def test_capture_with_the_edit_on_equals_hf(setup):
+    """Stage 3's refit rollouts: the edited policy's tokens, and the unedited states the edit starts from."""
+    model, tokenizer, prompt_ids, engine = setup
+    rows, mask, features = hf_rows(model, tokenizer, step_size=8.0, capture=True)
+    assert rows != hf_rows(model, tokenizer)[0]  # the edit changes the responses
+    with engine.edit(value_model(), 8.0, NUM_UPDATES):
+        got = engine.capture(prompt_ids, MAX_NEW)
+    assert got.tokens == rows
+    vllm_features, lengths = got.rows()
+    assert torch.equal(lengths, mask.sum(1))
     assert torch.allclose(vllm_features, features, atol=1e-4, rtol=0)
 
 

@@ -190,6 +190,18 @@ class ValueModelConfig(OutputOptions):
                                   "each training prompt's best and worst responses, relu(--margin - (mean V of the "
                                   "best - mean V of the worst)); 0 = the paper's loss alone", parse=nonnegative_float)
     margin: float = option(0.1, "the margin of --margin_weight's loss, in reward units", parse=nonnegative_float)
+    rounds: int = option(1, "1 = the paper (one value model, on the stage-1 rollouts of the unedited policy); R > 1 "
+                         "adds R - 1 on-policy refits: round r regenerates stage 1's rollouts (its settings, from its "
+                         ".meta.json) with round r-1's edit on, relabels them with stage 2's reward model and trains "
+                         "a new value model on them (value_model_..._r{r}, its lineage in its .json)",
+                         parse=positive_int)
+    refit_step_size: Optional[float] = option(None, "the refits' rollouts: the edit's step size alpha (needed with "
+                                              "--rounds > 1; e.g. the setting sweep.py chose for round 1)",
+                                              parse=positive_float)
+    refit_num_updates: Optional[int] = option(None, "the refits' rollouts: the edit's number of updates n (needed "
+                                              "with --rounds > 1)", parse=positive_int)
+    refit_engine: str = option("auto", "the refits' rollouts: 'auto' = vLLM where installed, else HF; 'hf'; 'vllm'",
+                               choices=("auto", "hf", "vllm"))
     eval_split: str = option("auto", "split whose loss is reported every epoch (never used for a choice): 'auto' = "
                              "the tuning split where the data set has one (demo: stage 1 on --splits tune first), "
                              "else test")
@@ -203,6 +215,15 @@ class ValueModelConfig(OutputOptions):
     def __post_init__(self):
         if self.early_stopping and not self.val_fraction:
             raise ValueError("--early_stopping True needs a validation slice: pass --val_fraction (e.g. 0.1)")
+        refit_edit = (self.refit_step_size, self.refit_num_updates)
+        if self.rounds > 1 and None in refit_edit:
+            raise ValueError(f"--rounds {self.rounds} regenerates rollouts with the edit on: pass --refit_step_size "
+                             f"and --refit_num_updates (e.g. the alpha and n sweep.py chose for round 1)")
+        if self.rounds == 1 and refit_edit != (None, None):
+            raise ValueError("--refit_step_size and --refit_num_updates set the refits' edit: pass --rounds 2 or more")
+        if self.rounds > 1 and self.value_model:
+            raise ValueError("--value_model names one file; --rounds > 1 writes one per round under trained_model/ "
+                             "(drop --value_model)")
 
 
 @dataclass(frozen=True)
@@ -380,4 +401,5 @@ def stage3_defaults(model_name: str, dataset_name: str) -> dict:
     """The training settings of a value model that keeps the setting's plain (paper) file name."""
     defaults = {f.name: f.default for f in fields(ValueTrainingConfig)}
     defaults["num_layers"], defaults["hidden_dim"] = default_shape(model_name, dataset_name)
+    defaults.update(rounds=1, refit_step_size=None, refit_num_updates=None)  # the paper: no refit
     return defaults

@@ -217,17 +217,31 @@ NOT_SETTINGS = ("output_dir", "overwrite", "num_threads", "tensor_parallel_size"
                 "data_parallel_size", "gpu_memory_utilization", "allow_other_value_model")
 
 
-# flags added later, left out while unset: runs without them keep the settings (and resume) as before
-OMITTED_WHEN_UNSET = ("adapter", "option_gate", "option_gate_threshold")
+# flags added later, with their defaults: left out of the settings at the default, so that runs made before them
+# keep their settings (and resume, and are not refused) as before
+ADDED_LATER = {"adapter": None, "option_gate": None, "option_gate_threshold": None, "margin_weight": 0.0,
+               "margin": 0.1, "rounds": 1, "refit_step_size": None, "refit_num_updates": None,
+               "refit_engine": "auto", "edit": None}
+
+
+def at_default(key, value):
+    return key in ADDED_LATER and value == ADDED_LATER[key]
 
 
 def run_settings(config, ignore=(), **extra):
     """The options that determine a stage's outputs, as they round-trip through JSON."""
     from utils.config import as_dict
-    settings = {k: v for k, v in as_dict(config).items() if k not in NOT_SETTINGS and k not in ignore
-                and not (k in OMITTED_WHEN_UNSET and v is None)}
-    settings.update({k: v for k, v in extra.items() if not (k in OMITTED_WHEN_UNSET and v is None)})
-    return json.loads(json.dumps(settings, sort_keys=True))
+    settings = {k: v for k, v in as_dict(config).items() if k not in NOT_SETTINGS and k not in ignore}
+    settings.update(extra)
+    return json.loads(json.dumps({k: v for k, v in settings.items() if not at_default(k, v)}, sort_keys=True))
+
+
+def same_settings(recorded, settings):
+    """Equal settings, a later flag at its default counting as absent (runs recorded before it, or with it)."""
+    if recorded is None or settings is None:
+        return recorded is settings
+    return ({k: v for k, v in recorded.items() if not at_default(k, v)}
+            == {k: v for k, v in settings.items() if not at_default(k, v)})
 
 
 def describe_run(config, settings=None, **extra):

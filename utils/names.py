@@ -47,7 +47,8 @@ def named_dataset(config) -> str:
 # Stage-3 settings a value model's file name shows when they differ from the setting's default, and their codes
 NAME_CODES = {"epochs": "ep", "batch_size": "bs", "num_layers": "L", "hidden_dim": "h", "weight_decay": "wd",
               "detach_target": "grad", "td_lambda": "td", "val_fraction": "vf", "early_stopping": "es",
-              "standardize_rewards": "std", "margin_weight": "pm", "margin": "pmm", "seed": "s"}
+              "standardize_rewards": "std", "margin_weight": "pm", "margin": "pmm", "seed": "s",
+              "rounds": "r", "refit_step_size": "ra", "refit_num_updates": "rn"}
 VARIANT = re.compile(r"(_[A-Za-z][^_]*)+")  # '_td1_vf0.1_es'; a checkpoint ends in '_{epoch}'
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from utils.errors import UsageError
 from utils.features import save_safetensors
-from utils.io import read_json_or_none, save_json, sidecar_path
+from utils.io import read_json_or_none, same_settings, save_json, sidecar_path
 
 
 def refuse_overwrite(path, settings, overwrite, description=None):
@@ -28,7 +28,7 @@ def refuse_overwrite(path, settings, overwrite, description=None):
     if overwrite or not os.path.exists(path):
         return
     previous = (read_json_or_none(description or sidecar_path(path)) or {}).get("settings")
-    if previous == settings:
+    if same_settings(previous, settings):
         return
     if previous is None:
         reason = "nothing records the settings that made it"
@@ -41,7 +41,8 @@ def refuse_overwrite(path, settings, overwrite, description=None):
 
 def written_with(path, settings):
     """True if `path` exists and the run that wrote it had these settings (its .meta.json says so)."""
-    return os.path.exists(path) and (read_json_or_none(sidecar_path(path)) or {}).get("settings") == settings
+    recorded = (read_json_or_none(sidecar_path(path)) or {}).get("settings")
+    return os.path.exists(path) and same_settings(recorded, settings)
 
 
 def process_group():

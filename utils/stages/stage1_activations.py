@@ -26,16 +26,17 @@ def split_written(paths, settings):
     return written_with(paths[2], settings) and all(os.path.exists(p) for p in paths)
 
 
-def capture_split(config, engine, prompts, split, run_for):
+def capture_split(config, engine, prompts, split, run_for, edit=None):
     """Generate and capture batch by batch on `engine` (utils.engines), each batch saved as it finishes; returns
-    (run, batches, responses)."""
+    (run, batches, responses). With `edit` (utils.engines.Edit) the responses are the edited policy's, and the
+    states kept are the unedited o_t the edit starts from (the capture hook runs before the edit's)."""
     k = config.num_samples
     batches = length_sorted_batches([p["prompt"] for p in prompts], engine.tokenizer, config.batch_size,
                                     engine.add_special_tokens)
     run = run_for(len(batches))
     feature_dtype = getattr(torch, config.feature_dtype)
     sampling = Sampling(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
-    with engine.capturing(feature_dtype):
+    with engine.capturing(feature_dtype), engine.editing(edit):
         for i in run.progress(f"{split}: generating ({engine.name})"):
             start = time.time()
             prompt_ids, tokens, mask, features = engine.capture(
@@ -76,12 +77,14 @@ def merge_split(config, run, num_rows, paths, metadata):
     return masks, records, sum(part["seconds"] for part in parts)
 
 
-def run_get_activations(config, model=None, tokenizer=None):
+def run_get_activations(config, model=None, tokenizer=None, edit=None, edit_settings=None):
     """Stage 1 (an ActivationsConfig), for every split of --splits not yet written with these settings; returns the
-    features paths. model: the policy already open (an HF model or a utils.engines.Engine)."""
+    features paths. model: the policy already open (an HF model or a utils.engines.Engine). edit: RE-Control's edit
+    on while generating (utils.engines.Edit; stage 3's on-policy refits), described in the settings by
+    `edit_settings` (a dict)."""
     m = model_tag(config.model_name)
     splits = [s.strip() for s in config.splits.split(",") if s.strip()]
-    settings = {split: run_settings(config, ignore=("splits",), split=split) for split in splits}
+    settings = {split: run_settings(config, ignore=("splits",), split=split, edit=edit_settings) for split in splits}
     for split in splits:
         refuse_overwrite(split_outputs(config, m, split)[2], settings[split], config.overwrite)
     finished = [split for split in splits if split_written(split_outputs(config, m, split), settings[split])]
@@ -100,7 +103,8 @@ def run_get_activations(config, model=None, tokenizer=None):
     for split in splits:
         paths = split_outputs(config, m, split)
         run, batches, num_rows = capture_split(
-            config, engine, prompts[split], split, lambda n: BatchRun(paths[2], settings[split], n, config.overwrite))
+            config, engine, prompts[split], split, lambda n: BatchRun(paths[2], settings[split], n, config.overwrite),
+            edit)
         if not run.merging():
             continue  # another process writes the files
         metadata = dict(llm=config.model_name, llm_path=spec.path,

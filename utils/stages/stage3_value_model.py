@@ -51,25 +51,42 @@ def resolve_eval_split(args, m, d):
 
 
 def run_train_value_model(args):
-    """Stage 3 (a ValueModelConfig); returns the value model's path without extension."""
-    start = time.time()
+    """Stage 3 (a ValueModelConfig); returns the (last round's) value model's path without extension."""
     device = resolve_device(args.device)
     m, d = model_tag(args.model_name), named_dataset(args)
     default_layers, default_hidden = default_shape(args.model_name, args.dataset_name)
     args = dataclasses.replace(args, num_layers=default_layers if args.num_layers is None else args.num_layers,
                                hidden_dim=default_hidden if args.hidden_dim is None else args.hidden_dim)
     args = dataclasses.replace(args, eval_split=resolve_eval_split(args, m, d))
+    first = dataclasses.replace(args, rounds=1, refit_step_size=None, refit_num_updates=None)
+    lineage = None
+    if args.rounds > 1:  # the first of a chain says so; a plain run's description stays the paper's
+        lineage = {"round": 1, "parent": None,
+                   "rollouts": os.path.relpath(features_path(args.output_dir, m, d, "response", "train"),
+                                               args.output_dir)}
+    stem = train_round(first, device, args.output_dir, lineage)
+    if args.rounds > 1:
+        from utils.stages.refit import refit_rounds
+        stem = refit_rounds(args, stem, lambda config, root, lineage: train_round(config, device, root, lineage))
+    return stem
+
+
+def train_round(args, device, train_root, lineage=None):
+    """Train and save one value model on the training split under `train_root` (the tuning split is read from
+    --output_dir); `lineage`: a refit's parent and rollouts, kept in the value model's description."""
+    start = time.time()
+    m, d = model_tag(args.model_name), named_dataset(args)
     variant = value_model_variant(as_dict(args), args.model_name, args.dataset_name)
     stem = args.value_model or value_model_stem(args.output_dir, m, d, args.lr, variant)
     stem = stem.removesuffix(".safetensors")
     settings = run_settings(args)
     refuse_overwrite(stem + ".safetensors", settings, args.overwrite, description=stem + ".json")
     # ------------------------------------------------------------------------------------------------------ load
-    train = load_sequences(args.output_dir, m, d, "train")
+    train = load_sequences(train_root, m, d, "train")
     test = load_sequences(args.output_dir, m, d, args.eval_split)
     validation = None
     if args.val_fraction or args.margin_weight:
-        records = load_json(features_path(args.output_dir, m, d, "response", "train"),
+        records = load_json(features_path(train_root, m, d, "response", "train"),
                             "get_activations_only.py")
         if len(records) != len(train):
             raise UsageError(f"{len(records)} training responses for {len(train)} feature sequences; re-run "
@@ -89,7 +106,8 @@ def run_train_value_model(args):
     # ------------------------------------------------------------------------------------------------------ train
     description = dict(llm=args.model_name, dataset=args.dataset_name, lr=args.lr, num_train=len(train),
                        baseline_terminal_loss=baseline, settings=settings,
-                       **({"adapter": args.adapter} if args.adapter else {}))
+                       **({"adapter": args.adapter} if args.adapter else {}),
+                       **({"lineage": lineage} if lineage else {}))
 
     def on_epoch(epoch, current, row):
         tqdm.write(f"epoch {epoch:4d}  train loss {row['train_loss']:.5f}  {args.eval_split} loss "
