@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo's claim, repeated over independent draws. For each seed: stage 1 on the training prompts (400 x 2 sampled
 # responses, --seed), stages 2-3, alpha and n chosen on the TUNING split (sweep.py, and Static RE's strength the same
-# way), then base, RE-Control and Static RE at their chosen settings on the TEST split, scored by stages 5-6 (VADER
-# and the held-out TextBlob). Each draw's scored runs are exported as per-prompt files to
+# way), then base, Prompting, RE-Control and Static RE at their chosen settings on the TEST split, scored by stages
+# 5-6 (VADER and the held-out TextBlob). Each draw's scored runs are exported as per-prompt files to
 # results/per_prompt/replicate/seed*/ (with the sweeps that chose their settings), and
 # results/smollm2_135M_demo_replicate.{json,md} is computed from those files alone (scripts/replicate_report.py).
 # The first draw (seed 0) is the demo's: its sweeps are copied to results/, where scripts/demo.sh reads them.
@@ -47,7 +47,9 @@ for seed in $SEEDS; do
     for folder in response final_reward evaluations; do
       cp "$first/$folder"/${N}_tune_base.* "$D/$folder/"
     done
-    cp "$first"/response/${N}_base.json "$first"/response/${N}_base.meta.json "$D/response/"
+    for run in base prompting; do  # greedy, no value model: the same in every draw
+      cp "$first"/response/${N}_$run.json "$first"/response/${N}_$run.meta.json "$D/response/"
+    done
   fi
   # 4'. choices on the tuning split
   $PY sweep.py "${COMMON[@]}" --reward_model "$REWARD" --split tune --value_lr $VALUE_LR --step_sizes "$STEP_SIZES" --num_updates "$NUM_UPDATES" \
@@ -57,6 +59,8 @@ for seed in $SEEDS; do
   # 4-6. the test split at the chosen settings
   [ -n "$first" ] || $PY inference_intervention.py "${COMMON[@]}" --use_intervention False \
       --max_new_tokens $NEW_TOKENS --batch_size 50
+  [ -n "$first" ] || $PY decode_methods.py "${COMMON[@]}" --method prompting --max_new_tokens $NEW_TOKENS \
+      --batch_size 50
   $PY inference_intervention.py "${COMMON[@]}" --use_intervention True --value_lr $VALUE_LR \
       --settings_from "$D/results/${N}_sweep.json" --max_new_tokens $NEW_TOKENS --batch_size 50
   $PY decode_methods.py "${COMMON[@]}" --method static_re --value_lr $VALUE_LR \

@@ -4,12 +4,13 @@
         --out results/smollm2_135M_demo_replicate
 
 Each draw folder (seed*) holds the per-prompt files of base, RE-Control and Static RE on the test split
-(utils/results.py) and the sweeps that chose their settings on the tuning split. Reported:
+(utils/results.py; Prompting's too where every draw has it) and the sweeps that chose their settings on the tuning split. Reported:
 - per draw, each paired difference with its conditional SE (over prompts, the draw's value model held fixed), on all
   test prompts, on test-0101..0250 alone (the prompts no choice ever touched, history included), and under the
   held-out scorer;
 - over draws, the draws as units: mean of the K draws' effects ± SD/sqrt(K), the t(K-1) 95 % interval and its
-  two-sided p, and a two-stage bootstrap (draws, then prompts) 95 % interval.
+  two-sided p, and a two-stage bootstrap (draws, then prompts) 95 % interval; a comparison that is the same in every
+  draw (Prompting - Base: greedy, no value model) has no variance between draws, and its prompts are the units.
 """
 import glob
 import os
@@ -24,8 +25,10 @@ from utils.metrics import mean_and_se  # noqa: E402
 from utils.results import load_per_prompt, over_draws, two_stage_bootstrap  # noqa: E402
 from utils.sweep import describe, paired_text  # noqa: E402
 
-METHODS = {"base": "Base", "re_control": "RE-Control", "static_re": "Static RE"}
-COMPARISONS = (("re_control", "base"), ("static_re", "base"), ("re_control", "static_re"))
+METHODS = {"base": "Base", "re_control": "RE-Control", "static_re": "Static RE", "prompting": "Prompting"}
+REQUIRED = ("base", "re_control", "static_re")  # Prompting is reported where every draw has it
+COMPARISONS = (("re_control", "base"), ("static_re", "base"), ("re_control", "static_re"), ("prompting", "base"),
+               ("re_control", "prompting"))
 FIRST_UNTOUCHED = 101  # test-0001..0100 were the test split when the first settings were chosen
 
 
@@ -62,13 +65,14 @@ def draw_runs(folder):
     runs = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         record = load_per_prompt(path)
-        if record.split != "test" or record.settings.get("prompting") or record.method not in METHODS:
+        if (record.split != "test" or record.method not in METHODS
+                or (record.settings.get("prompting") and record.method != "prompting")):
             continue
         if record.method in runs:
             raise cli.UsageError(f"{folder}: two {record.method} runs on the test split ({runs[record.method].run}, "
                                  f"{record.run}); keep one")
         runs[record.method] = record
-    missing = [m for m in METHODS if m not in runs]
+    missing = [m for m in REQUIRED if m not in runs]
     if missing:
         raise cli.UsageError(f"{folder}: no {', '.join(missing)} run on the test split; re-run scripts/replicate.sh")
     return runs
@@ -98,8 +102,9 @@ def main(argv=None):
     if not folders:
         raise cli.UsageError(f"no seed* folders under {args.per_prompt}; run scripts/replicate.sh first")
     draws, diffs = [], {}
+    every_draw = set.intersection(*(set(draw_runs(folder)) for folder in folders))
     for folder in folders:
-        runs = draw_runs(folder)
+        runs = {method: run for method, run in draw_runs(folder).items() if method in every_draw}
         base = runs["base"]
         ids = base.ids()
         if any(r.ids() != ids for r in runs.values()):
@@ -117,7 +122,7 @@ def main(argv=None):
                 "sweep_rule": sweep.get("rule"), "average_reward": mean_and_se(run.column(run.reward_model))[0],
                 "diversity": sum(run.column("diversity")) / len(ids),
                 "coherence": sum(run.column("coherence")) / len(ids)}
-        for a, b in COMPARISONS:
+        for a, b in (pair for pair in COMPARISONS if set(pair) <= set(runs)):
             key = f"{a}-{b}"
             entry = {}
             subsets = [("all", None), ("untouched", fresh)] + [(f"{args.group_by}={g}", members & set(ids))
@@ -137,8 +142,12 @@ def main(argv=None):
     pooled = {}
     for (key, subset), per_draw in diffs.items():
         effects = [sum(v) / len(v) for v in per_draw]
-        stats = over_draws(effects)
-        stats["bootstrap"] = two_stage_bootstrap(per_draw)
+        if all(v == per_draw[0] for v in per_draw):  # greedy without a value model on both sides (Prompting - Base):
+            stats = over_draws(per_draw[0])          # no variance between draws, so the prompts are the units
+            stats.update(bootstrap=two_stage_bootstrap(per_draw[:1]), identical_draws=len(per_draw))
+        else:
+            stats = over_draws(effects)
+            stats["bootstrap"] = two_stage_bootstrap(per_draw)
         stats["draws_above_zero"] = sum(e > 0 for e in effects)
         pooled.setdefault(key, {})[subset] = stats
     report = {"draws": draws, "over_draws": pooled, "first_untouched_prompt": f"test-{args.first_untouched:04d}"}
@@ -175,7 +184,8 @@ def markdown(report, per_prompt="results/per_prompt/replicate"):
         methods = draw["methods"]
         for key, c in draw["comparisons"].items():
             a, b = key.split("-")
-            settings = " vs ".join(f"{METHODS[m]} {methods[m]['setting']}" for m in (a, b) if m != "base")
+            settings = " vs ".join(METHODS[m] + ("" if methods[m]["setting"] == "—" else f" {methods[m]['setting']}")
+                                   for m in (a, b) if m != "base") or "—"
             lines.append(f"| {draw['draw']} | {label(key)} | {settings} | {pm(c['all'])} | {pm(c['untouched'])} | "
                          f"{pm(c['heldout']) if 'heldout' in c else '—'} | {c['diversity_ratio']:.2f}x | "
                          f"{c['coherence_ratio']:.2f}x |")
@@ -189,9 +199,11 @@ def markdown(report, per_prompt="results/per_prompt/replicate"):
         for subset, s in subsets.items():
             low, high = s["bootstrap"]
             name = names.get(subset) or f"{subset} ({first['reward_model']})"
+            above = (f"the same in all {s['identical_draws']} (SE, t and bootstrap over the {s['k']} prompts)"
+                     if "identical_draws" in s else f"{s['draws_above_zero']} of {s['k']}")
             lines.append(f"| {label(key)} | {name} | {s['mean']:+.4f} ± {s['se']:.4f} | "
                          f"[{s['low']:+.4f}, {s['high']:+.4f}] | {s['p']:.3f} | [{low:+.4f}, {high:+.4f}] | "
-                         f"{s['draws_above_zero']} of {s['k']} |")
+                         f"{above} |")
     lines += ["", "Value models and the sweeps that chose for them:", "",
               "| draw | value model sha256 | tune loss | RE-Control's setting chosen for it | Static RE's (its probe "
               "reads the stage-1 features) |",
