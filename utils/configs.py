@@ -232,7 +232,9 @@ class DecodeConfig(RewardModelOptions, ValueModelChoice, PolicyOptions):
     (utils.decoding.DecodingMethod.Options) are parsed beside these."""
     batch_size: int = redefault(GenerationOptions, "batch_size", 16)
     method: str = option("base", "the decoding method (utils.decoding registry)")
-    split: str = option("test", "data split to answer; any other than 'test' is named in the run's file name")
+    split: str = option("test", "data split to answer; the run's file name does not say which (its .meta.json "
+                        "does), so answer another split into its own --output_dir; sweep.py names its cells "
+                        "{m}_{d}_{split}_...")
     prompting: bool = option(False, "prepend the paper's alignment prompt ('+ Prompting')")
     settings_from: Optional[str] = option(None, "a sweep result (results/{m}_{d}_sweep*.json from sweep.py): take "
                                           "the method's tuned options from the cell it chose on its tuning split")
