@@ -14,6 +14,7 @@ Each draw folder (seed*) holds the per-prompt files of base, RE-Control and Stat
 """
 import glob
 import os
+import re
 import sys
 
 # run as a file outside the repository root (python DIR/FILE.py): the root holds utils
@@ -25,10 +26,13 @@ from utils.metrics import mean_and_se  # noqa: E402
 from utils.results import load_per_prompt, over_draws, two_stage_bootstrap  # noqa: E402
 from utils.sweep import describe, paired_text  # noqa: E402
 
-METHODS = {"base": "Base", "re_control": "RE-Control", "static_re": "Static RE", "prompting": "Prompting"}
-REQUIRED = ("base", "re_control", "static_re")  # Prompting is reported where every draw has it
+METHODS = {"base": "Base", "re_control": "RE-Control", "static_re": "Static RE", "prompting": "Prompting",
+           "re_control_refit": "RE-Control (refit)"}
+REQUIRED = ("base", "re_control", "static_re")  # the others are reported where every draw has them
 COMPARISONS = (("re_control", "base"), ("static_re", "base"), ("re_control", "static_re"), ("prompting", "base"),
-               ("re_control", "prompting"))
+               ("re_control", "prompting"), ("re_control_refit", "base"), ("re_control_refit", "re_control"),
+               ("re_control_refit", "static_re"), ("re_control_refit", "prompting"))
+REFIT = re.compile(r"_r\d+_ra[^_]+_rn\d+$")  # a refit value model's name (stage 3 --rounds)
 FIRST_UNTOUCHED = 101  # test-0001..0100 were the test split when the first settings were chosen
 
 
@@ -68,6 +72,8 @@ def draw_runs(folder):
         if (record.split != "test" or record.method not in METHODS
                 or (record.settings.get("prompting") and record.method != "prompting")):
             continue
+        if record.method == "re_control" and REFIT.search(record.value_model_file or ""):
+            record.record["method"] = "re_control_refit"
         if record.method in runs:
             raise cli.UsageError(f"{folder}: two {record.method} runs on the test split ({runs[record.method].run}, "
                                  f"{record.run}); keep one")
@@ -79,10 +85,15 @@ def draw_runs(folder):
 
 
 def chosen_for(folder, run):
-    """The sweep that chose the run's setting, and whether it chose it for the run's own value model (sha256)."""
+    """The sweep that chose the run's setting (a sweep for the run's own value model where the folder has one, else
+    the file --settings_from named), and whether it chose it for the run's own value model (sha256)."""
     sweep_file = run.settings.get("settings_from")
-    sweep = load_json(os.path.join(folder, "sweeps", os.path.basename(sweep_file))) if sweep_file else {}
-    return sweep, bool(sweep) and sweep.get("value_model_sha256") == run.value_model_sha256
+    if not sweep_file:
+        return {}, False
+    sweeps = [load_json(path) for path in sorted(glob.glob(os.path.join(folder, "sweeps", "*.json")))]
+    own = [s for s in sweeps if run.value_model_sha256 and s.get("value_model_sha256") == run.value_model_sha256]
+    sweep = own[0] if own else load_json(os.path.join(folder, "sweeps", os.path.basename(sweep_file)))
+    return sweep, sweep.get("value_model_sha256") == run.value_model_sha256
 
 
 def setting_text(run):
