@@ -8,7 +8,8 @@
 #   bash scripts/refit_levers.sh                                  # the demo (after scripts/option_levers.sh)
 #   FROM=runs/polar/seed0 OUT=runs/polar_option_levers DATASET=demo_polar REWARD=vader_polar \
 #       bash scripts/refit_levers.sh                              # the prompt-dependent task
-# ROUNDS (default 3), SEED (the draw's seed, default 0: the demo's). Rollouts run on vLLM where it is installed.
+# ROUNDS (default 3), SEED (the draw's seed, default 0: the demo's), SWEEP_UPDATES (the refit sweeps' n grid, default
+# the demo's 10,20; the committed tables used 10 alone, for time). Rollouts run on vLLM where it is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FROM=${FROM:-runs/demo}
@@ -45,7 +46,7 @@ for r in $(seq 2 "$ROUNDS"); do
   mkdir -p "$S/features"
   cp "$FROM"/features/${N}_*_tune.* "$S/features/"
   $PY sweep.py --model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$S" --reward_model "$REWARD" \
-      --value_model "$VM" --step_sizes "$STEP_SIZES" --num_updates "$NUM_UPDATES" --rule "$RULE" "${TUNE[@]}" \
+      --value_model "$VM" --step_sizes "$STEP_SIZES" --num_updates "${SWEEP_UPDATES:-$NUM_UPDATES}" --rule "$RULE" "${TUNE[@]}" \
       --embedding_model minilm
   flags=(--model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$OUT" "${TUNE[@]}" --use_intervention True
          --value_model "$VM" --settings_from "$S/results/${N}_sweep.json")
