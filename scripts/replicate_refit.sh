@@ -39,7 +39,9 @@ print(c['step_size'], c['num_updates'])" "$D/results/${N}_sweep.json")
   # shellcheck disable=SC2086
   $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_split tune --seed "$seed" --rounds 2 \
       --refit_step_size "$ALPHA" --refit_num_updates "$UPDATES"
-  VM="$C/trained_model/value_model_${N}_${VALUE_TAG}_r2_ra$(printf '%g' "$ALPHA")_rn${UPDATES}"
+  SEED_TAG=""  # stage 3 names a seed other than 0 (_s1, ...)
+  [ "$seed" = 0 ] || SEED_TAG="_s$seed"
+  VM="$C/trained_model/value_model_${N}_${VALUE_TAG}${SEED_TAG}_r2_ra$(printf '%g' "$ALPHA")_rn${UPDATES}"
   $PY sweep.py "${COMMON[@]}" --reward_model "$REWARD" --split tune --value_model "$VM" --step_sizes "$STEP_SIZES" \
       --num_updates "$SWEEP_UPDATES" --rule "$RULE" --max_new_tokens $NEW_TOKENS --batch_size 50 \
       --embedding_model minilm
