@@ -4,7 +4,8 @@
         --out results/smollm2_135M_demo_replicate
 
 Each draw folder (seed*) holds the per-prompt files of base, RE-Control and Static RE on the test split
-(utils/results.py; Prompting's too where every draw has it) and the sweeps that chose their settings on the tuning split. Reported:
+(utils/results.py; Prompting's and a refit RE-Control's too where every draw has them) and the sweeps that chose
+their settings on the tuning split. Reported:
 - per draw, each paired difference with its conditional SE (over prompts, the draw's value model held fixed), on all
   test prompts, on test-0101..0250 alone (the prompts no choice ever touched, history included), and under the
   held-out scorer;
