@@ -73,12 +73,13 @@ def draw_runs(folder):
         if (record.split != "test" or record.method not in METHODS
                 or (record.settings.get("prompting") and record.method != "prompting")):
             continue
-        if record.method == "re_control" and REFIT.search(record.value_model_file or ""):
-            record.record["method"] = "re_control_refit"
-        if record.method in runs:
-            raise cli.UsageError(f"{folder}: two {record.method} runs on the test split ({runs[record.method].run}, "
-                                 f"{record.run}); keep one")
-        runs[record.method] = record
+        key = record.method
+        if key == "re_control" and REFIT.search(record.value_model_file or ""):
+            key = "re_control_refit"
+        if key in runs:
+            raise cli.UsageError(f"{folder}: two {key} runs on the test split ({runs[key].run}, {record.run}); "
+                                 f"keep one")
+        runs[key] = record
     missing = [m for m in REQUIRED if m not in runs]
     if missing:
         raise cli.UsageError(f"{folder}: no {', '.join(missing)} run on the test split; re-run scripts/replicate.sh")
