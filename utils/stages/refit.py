@@ -14,7 +14,7 @@ from utils.config import as_dict
 from utils.configs import ActivationsConfig, RewardLabelConfig
 from utils.engines import Edit, open_engine
 from utils.errors import UsageError
-from utils.io import features_path, load_json
+from utils.io import features_path, load_json, sidecar_path
 from utils.models import load_policy_tokenizer, resolve_model
 from utils.names import model_tag, named_dataset, value_model_stem, value_model_variant
 from utils.stages.stage1_activations import run_get_activations
@@ -24,7 +24,7 @@ from utils.value_model import load_value_model, value_model_fingerprint
 
 def recorded_config(path, config_class, stage):
     """The config a stage ran with, from its output's .meta.json ("args"), for the fields `config_class` has."""
-    sidecar = path.removesuffix(".json").removesuffix(".pth").removesuffix(".safetensors") + ".meta.json"
+    sidecar = sidecar_path(path)
     if not os.path.exists(sidecar):
         raise UsageError(f"--rounds repeats {stage} with its own settings, but {sidecar} (what records them) is "
                          f"missing; re-run {stage} in this --output_dir")
