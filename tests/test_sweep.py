@@ -110,6 +110,21 @@ def test_sweep_resumes_without_regenerating(swept, capsys):
     assert before == after
 
 
+def test_cells_answered_without_prefill_reuse_are_the_same_bytes(swept, tiny_llama_dir, tmp_path):
+    """The sweep above reused each batch's prefill (the default); a sweep with --prefill_memory_gb 0 computes every
+    prefill and writes the same answers."""
+    out, _, common = own_copy(swept, tmp_path)
+    result = read_json(os.path.join(out, "results", f"{tag(tiny_llama_dir)}_{D}_sweep.json"))
+    for cell in result["cells"]:
+        for folder in ("response", "final_reward", "evaluations"):
+            for ext in (".json", ".meta.json"):
+                os.remove(os.path.join(out, folder, cell["run"] + ext))
+    sweep.main(common + ["--step_sizes", "0.5,50", "--num_updates", "1,3", "--prefill_memory_gb", "0"])
+    for cell in result["cells"]:
+        again = read_json(os.path.join(out, "response", f"{cell['run']}.json"))
+        assert again == read_json(os.path.join(swept[0], "response", f"{cell['run']}.json"))
+
+
 def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir, tmp_path):
     out, qfile, _ = own_copy(swept, tmp_path)
     m = tag(tiny_llama_dir)

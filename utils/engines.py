@@ -60,6 +60,11 @@ class Engine:
         """num_samples responses per text (in a row), greedy unless `sampling`."""
         raise NotImplementedError
 
+    def reusing_prefill(self, max_bytes: int) -> contextlib.AbstractContextManager:  # noqa: ARG002
+        """A `with` around decodes that answer the same prompt batches (a sweep's cells): HF does each batch's
+        prefill once and keeps up to `max_bytes` of it (utils.prefill); vLLM has its own prefix cache."""
+        return contextlib.nullcontext()
+
     def capturing(self, dtype: torch.dtype) -> contextlib.AbstractContextManager:  # noqa: ARG002
         """A `with` around many capture() calls (HF keeps one hook on the final norm for all of them)."""
         return contextlib.nullcontext()
@@ -101,6 +106,10 @@ class HFEngine(Engine):
                                    **(vars(sampling) if sampling else {}))
         return decode_rows(self.tokenizer, *generate_batch(self.model, self.tokenizer, texts, config,
                                                            self.add_special_tokens))
+
+    def reusing_prefill(self, max_bytes):
+        from utils.prefill import PrefillReuse
+        return PrefillReuse(self.model, max_bytes)
 
     @contextlib.contextmanager
     def capturing(self, dtype: torch.dtype) -> Iterator[None]:

@@ -1,0 +1,83 @@
+"""A sweep cell with and without prefill reuse (utils/prefill.py): time per cell and token identity.
+
+    python bench/prefill_reuse.py                 # SmolLM2-135M, the 100 demo_polar tuning prompts, 40 tokens
+
+Three variants answer the tuning split as a sweep cell does (length-sorted batches of 50, greedy, 40 new tokens):
+the base model, RE-Control with a value model (random, untrained: the cost of an edit does not depend on what it
+learned) and RE-Control with the prefill reused. Each round runs the three in turn; one torch thread; medians over
+rounds after one warm-up round (which also keeps the prefills). Writes bench/prefill_reuse.{json,md}.
+"""
+import argparse
+import os
+import sys
+from types import SimpleNamespace
+
+import torch
+
+# run as a file outside the repository root (python DIR/FILE.py): the root holds utils
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import command_line, environment_lines, interleaved, malloc_for_timing, median, record, write_results  # noqa: E402
+from utils.data import load_prompts  # noqa: E402
+from utils.engines import Edit, HFEngine  # noqa: E402
+from utils.generation import length_sorted_batches  # noqa: E402
+from utils.models import hidden_size, load_model_and_tokenizer, resolve_model  # noqa: E402
+from utils.prefill import PrefillReuse  # noqa: E402
+from utils.value_model import ValueModel  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset_name", type=str, default="demo_polar", help="embedded data set")
+    parser.add_argument("--split", type=str, default="tune", help="its split")
+    parser.add_argument("--batch_size", type=int, default=50, help="prompts per generate call (the sweeps' 50)")
+    parser.add_argument("--new_tokens", type=int, default=40, help="max new tokens (the demo's 40)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=str, default=os.path.join(HERE, "prefill_reuse"), help="output stem")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    malloc_for_timing()
+    spec = resolve_model("smollm2_135M")
+    model, tokenizer = load_model_and_tokenizer(spec, "cpu", "float32")
+    data_args = SimpleNamespace(dataset_name=args.dataset_name, data_file=None, dataset_path=None,
+                                max_prompt_tokens=512, limit=None)
+    prompts = [p["prompt"] for p in load_prompts(data_args, args.split, spec, tokenizer)]
+    batches = [[prompts[i] for i in batch]
+               for batch in length_sorted_batches(prompts, tokenizer, args.batch_size, spec.add_special_tokens)]
+    engine = HFEngine(model, tokenizer, spec.add_special_tokens)
+    torch.manual_seed(0)
+    edit = Edit(ValueModel(hidden_size(model), 4096, 2), 3.0, 10)
+    reuse = PrefillReuse(model, 2 << 30)
+
+    def cell(edit_or_none, reused=False):
+        def run():
+            with engine.editing(edit_or_none):
+                if not reused:
+                    return [engine.decode(b, args.new_tokens) for b in batches]
+                with reuse:
+                    return [engine.decode(b, args.new_tokens) for b in batches]
+        return run
+
+    variants = {"base": cell(None), "re_control": cell(edit), "re_control, prefill reused": cell(edit, True)}
+    times, outputs, _ = interleaved(variants, args.repeats)
+    same = all(out == outputs["re_control"][0] for out in outputs["re_control, prefill reused"])
+    cell_s = {name: median(t) for name, t in times.items()}
+    ratio = median([a / b for a, b in zip(times["re_control, prefill reused"], times["re_control"])])
+    records = [record(f"{name}: seconds per cell", round(s, 2), unit="s") for name, s in cell_s.items()]
+    records += [record("prefill reused / not: time ratio (median of rounds)", round(ratio, 3)),
+                record("prefill reused: answers identical", same, target=True, better="higher")]
+    header = environment_lines() + [f"- {len(prompts)} prompts of {args.dataset_name}/{args.split}, batches of "
+                                    f"{args.batch_size}, up to {args.new_tokens} new tokens, greedy; "
+                                    f"{args.repeats} rounds after 1 warm-up",
+                                    f"- command: `{command_line()}`"]
+    write_results(records, args.out, header)
+
+
+if __name__ == "__main__":
+    main()
