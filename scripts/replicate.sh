@@ -47,8 +47,10 @@ for seed in $SEEDS; do
     for folder in response final_reward evaluations; do
       cp "$first/$folder"/${N}_tune_base.* "$D/$folder/"
     done
-    for run in base prompting; do  # greedy, no value model: the same in every draw
-      cp "$first"/response/${N}_$run.json "$first"/response/${N}_$run.meta.json "$D/response/"
+    for run in base prompting; do  # greedy, no value model: the same answers and scores in every draw
+      for folder in response final_reward evaluations; do
+        cp "$first/$folder"/${N}_$run.json "$first/$folder"/${N}_$run.meta.json "$D/$folder/"
+      done
     done
   fi
   # 4'. choices on the tuning split
