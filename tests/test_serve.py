@@ -34,6 +34,8 @@ KINDS = {"plain": {}, "a, alpha 2": {"value_model": "a", "step_size": 2.0, "num_
          "a, alpha 8": {"value_model": "a", "step_size": 8.0, "num_updates": 4},
          "b, alpha 2": {"value_model": "b", "step_size": 2.0, "num_updates": 4},
          "b, alpha 8": {"value_model": "b", "step_size": 8.0, "num_updates": 4}}
+GATED = "a, alpha 8, entropy gate"  # its tau: the first of ENTROPY_TAUS that edits some rows and not all (offline)
+ENTROPY_TAUS = (5.6, 5.5, 5.4, 5.2, 5.0, 4.5, 4.0, 3.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -45,11 +47,15 @@ SERVED = ServedModels({"a": ServedValueModel("a", "vm_a", "0" * 64, 3.0, 10, "te
 
 @pytest.mark.parametrize("xargs, edit", [
     (None, None), ({}, None), ({"session_id": "s1"}, None),  # vLLM's own keys are left alone
-    ({"value_model": "a"}, ("a", 3.0, 10)),  # the value model's defaults
-    ({"value_model": "a", "step_size": 0.5}, ("a", 0.5, 10)),
-    ({"value_model": "b", "step_size": 1, "num_updates": 20}, ("b", 1.0, 20)),
-    ({"value_model": "b", "step_size": 1.5, "num_updates": 2.0}, ("b", 1.5, 2)),
+    ({"value_model": "a"}, ("a", 3.0, 10, None)),  # the value model's defaults
+    ({"value_model": "a", "step_size": 0.5}, ("a", 0.5, 10, None)),
+    ({"value_model": "b", "step_size": 1, "num_updates": 20}, ("b", 1.0, 20, None)),
+    ({"value_model": "b", "step_size": 1.5, "num_updates": 2.0}, ("b", 1.5, 2, None)),
     ({"value_model": "a", "step_size": 0}, None), ({"value_model": "a", "num_updates": 0}, None),  # no edit
+    ({"value_model": "a", "gate": "entropy", "gate_threshold": 2}, ("a", 3.0, 10, ("entropy", 2.0))),
+    ({"value_model": "a", "gate": "value", "gate_threshold": -0.5}, ("a", 3.0, 10, ("value", -0.5))),
+    ({"value_model": "a", "gate": "off"}, ("a", 3.0, 10, None)), ({"value_model": "a", "gate": None},
+                                                                 ("a", 3.0, 10, None)),
 ])
 def test_request_edit_resolves_a_request(xargs, edit):
     assert request_edit(xargs, SERVED) == edit
@@ -70,6 +76,13 @@ def test_request_edit_resolves_a_request(xargs, edit):
     ({"value_model": "b"}, "value model 'b' has no default step_size: give vllm_xargs.step_size"),
     ({"step_size": 1.0}, "vllm_xargs.step_size needs vllm_xargs.value_model (one of a, b)"),
     ({"value_model": "a", "alpha": 1.0}, "vllm_xargs.alpha is not a field: did you mean step_size?"),
+    ({"value_model": "a", "gate": "loss"}, "vllm_xargs.gate must be entropy, value or off, got 'loss'"),
+    ({"value_model": "a", "gate": "entropy"}, "vllm_xargs.gate entropy needs vllm_xargs.gate_threshold (tau)"),
+    ({"value_model": "a", "gate_threshold": 1.0}, "vllm_xargs.gate_threshold needs vllm_xargs.gate"),
+    ({"value_model": "a", "gate": "value", "gate_threshold": "1"}, "gate_threshold must be a finite number, got '1'"),
+    ({"value_model": "a", "gate": "value", "gate_threshold": float("nan")}, "must be a finite number, got nan"),
+    ({"value_model": "a", "gate": "value", "tau": 1.0}, "vllm_xargs.tau is not a field: did you mean gate_threshold?"),
+    ({"gate": "entropy", "gate_threshold": 1.0}, "vllm_xargs.gate needs vllm_xargs.value_model (one of a, b)"),
 ])
 def test_request_edit_refuses_bad_input_with_one_message(xargs, message):
     with pytest.raises(RequestError) as err:
@@ -154,9 +167,21 @@ def offline(tmp_path_factory):
         name = run_decode(parsed.config, parsed.options)
         with open(root / "out" / "response" / f"{name}.json") as f:
             answers[kind] = json.load(f)
+        if kind == "a, alpha 8":  # the same edit behind an entropy gate, at a tau that edits some rows and not all
+            for tau in ENTROPY_TAUS:
+                parsed = inference_intervention.parse_args(flags + ["--gate", "entropy", "--gate_threshold", str(tau)])
+                name = run_decode(parsed.config, parsed.options)
+                with open(root / "out" / "response" / f"{name}.meta.json") as f:
+                    tally = json.load(f)["gate_tally"]
+                if 0 < tally["edited"] < tally["rows"]:
+                    break
+            assert 0 < tally["edited"] < tally["rows"], tally
+            with open(root / "out" / "response" / f"{name}.json") as f:
+                answers[GATED] = json.load(f)
+            gated = dict(xargs, gate="entropy", gate_threshold=tau)
     results = [tuple(r["results"] for r in records) for records in answers.values()]
-    assert len(set(results)) == len(KINDS), "each kind of request answers differently (the test can tell them apart)"
-    return {"root": root, "folder": folder, "stems": stems, "sweep": sweep, "answers": answers}
+    assert len(set(results)) == len(answers), "each kind of request answers differently (the test can tell them apart)"
+    return {"root": root, "folder": folder, "stems": stems, "sweep": sweep, "answers": answers, "gated": gated}
 
 
 def free_port():
@@ -245,6 +270,20 @@ def test_concurrent_requests_of_every_kind_share_batches_and_each_gets_its_own_e
     assert got == [offline["answers"][kind][i]["results"] for kind, i in jobs]
 
 
+def test_a_gated_request_edits_the_rows_stage4_gates_also_beside_other_kinds(server, offline, tokenizer):
+    _, client, _, _ = server
+    kinds = {**KINDS, GATED: offline["gated"]}
+    for record in offline["answers"][GATED]:
+        assert answer(tokenizer, complete(client, offline["folder"], record["prompt"], kinds[GATED])
+                      .choices[0]) == record["results"]
+    jobs = [(kind, i) for i in range(len(PROMPTS)) for kind in (GATED, "plain", "a, alpha 8", "b, alpha 2")]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(complete, client, offline["folder"], offline["answers"][kind][i]["prompt"],
+                               kinds[kind]) for kind, i in jobs]
+        got = [answer(tokenizer, f.result().choices[0]) for f in futures]
+    assert got == [offline["answers"][kind][i]["results"] for kind, i in jobs]
+
+
 def test_chat_requests_use_the_paper_format_and_answer_as_stage4(server, offline, tokenizer):
     _, client, _, _ = server
     for kind in ("plain", "b, alpha 8"):
@@ -274,6 +313,8 @@ def test_streaming_gives_the_same_text(server, offline):
     ({"value_model": 7}, "vllm_xargs.value_model must be a string naming a value model, got 7"),
     ({"value_model": "b"}, "value model 'b' has no default step_size"),
     ({"value_model": "a", "num_updates": [1, 2]}, "vllm_xargs.num_updates must be an integer, got [1, 2]"),
+    ({"value_model": "a", "gate": "loss", "gate_threshold": 1.0},
+     "vllm_xargs.gate must be entropy, value or off, got 'loss'"),
 ])
 def test_bad_input_is_http_400_and_the_server_keeps_serving(server, offline, tokenizer, xargs, message):
     import openai

@@ -6,7 +6,9 @@ A request chooses its edit with vLLM's per-request extra arguments (`extra_body`
     {"vllm_xargs": {"value_model": "helpful", "step_size": 3.0, "num_updates": 10}}
 
 step_size (alpha) and num_updates (n) may be left out: the value model's default is used (a sweep's choice given at
-start, else the paper's setting for the LLM and data set the value model was trained on). A request without
+start, else the paper's setting for the LLM and data set the value model was trained on). "gate": "entropy" or
+"value" with "gate_threshold": tau edits only the rows that stage 4's --gate would (utils.intervention.Gate).
+A request without
 `value_model` is answered plainly. request_edit() checks a request in the API server (RequestCheck.validate_params:
 HTTP 400 on bad input) and resolves it again in the worker (utils.vllm_engine.ReControlExtension), which edits each
 row of a batch with its own request's setting.
@@ -18,10 +20,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from utils.errors import UsageError, first_line
 
-KEYS = ("value_model", "step_size", "num_updates")
+KEYS = ("value_model", "step_size", "num_updates", "gate", "gate_threshold")
 MISSPELLED = {"alpha": "step_size", "lr": "step_size", "epochs": "num_updates", "n_updates": "num_updates",
-              "value_model_name": "value_model"}
-RequestedEdit = Tuple[str, float, int]  # (value model name, step size, number of updates)
+              "value_model_name": "value_model", "tau": "gate_threshold", "threshold": "gate_threshold"}
+# (value model name, step size, number of updates, gate: None or (signal, threshold))
+RequestedEdit = Tuple[str, float, int, Optional[Tuple[str, float]]]
 
 
 class RequestError(ValueError):
@@ -65,8 +68,8 @@ def _number(key: str, value: Any) -> float:
 
 
 def request_edit(extra_args: Optional[Mapping[str, Any]], served: ServedModels) -> Optional[RequestedEdit]:
-    """(value model, step size, number of updates) a request asks for, None for a plain answer (no value_model, or an
-    edit that changes nothing: alpha 0 or n 0). Raises RequestError on bad input; keys of vLLM's own (session_id,
+    """(value model, step size, number of updates, gate) a request asks for, None for a plain answer (no value_model,
+    or an edit that changes nothing: alpha 0 or n 0). Raises RequestError on bad input; keys of vLLM's own (session_id,
     kv_transfer_params, ...) are left alone."""
     extra_args = extra_args or {}
     for wrong, right in MISSPELLED.items():
@@ -98,9 +101,27 @@ def request_edit(extra_args: Optional[Mapping[str, Any]], served: ServedModels) 
     if not 0 <= num_updates <= served.max_num_updates:
         raise RequestError(f"vllm_xargs.num_updates must be between 0 and {served.max_num_updates} (this server's "
                            f"--max_num_updates), got {num_updates}")
+    gate = request_gate(extra_args)
     if step_size == 0 or num_updates == 0:
         return None
-    return name, step_size, num_updates
+    return name, step_size, num_updates, gate
+
+
+def request_gate(extra_args: Mapping[str, Any]) -> Optional[Tuple[str, float]]:
+    """(signal, threshold) of a request's gate, None for none ("gate" left out, null or "off")."""
+    from utils.intervention import GATE_SIGNALS
+    signal, threshold = extra_args.get("gate"), extra_args.get("gate_threshold")
+    if signal in (None, "off"):
+        if threshold is not None:
+            raise RequestError(f"vllm_xargs.gate_threshold needs vllm_xargs.gate ({' or '.join(GATE_SIGNALS)})")
+        return None
+    if signal not in GATE_SIGNALS:
+        raise RequestError(f"vllm_xargs.gate must be {', '.join(GATE_SIGNALS)} or off, got {signal!r}")
+    if threshold is None:
+        raise RequestError(f"vllm_xargs.gate {signal} needs vllm_xargs.gate_threshold (tau)")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise RequestError(f"vllm_xargs.gate_threshold must be a finite number, got {threshold!r}")
+    return signal, float(threshold)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ class ReControlExtension:
             if state.capture is not None:
                 self._recontrol_record(state, hidden_states)
             if state.served is not None and not state.scoring_prompt:
-                hidden_states = self._recontrol_edit_requests(state, hidden_states)
+                hidden_states = self._recontrol_edit_requests(
+                    state, hidden_states, lambda rows: state.original(rows, *args, **kwargs))
             elif state.weights is not None and state.num_updates > 0:
                 logits_of = (lambda rows: state.original(rows, *args, **kwargs)) if state.gate else None
                 hidden_states = self._recontrol_edit(state, hidden_states, logits_of)
@@ -207,10 +208,10 @@ class ReControlExtension:
         return edit_states(weights, states, state.step_size, state.num_updates, gram=gram)
 
     @torch.no_grad()
-    def _recontrol_edit_requests(self, state: _WorkerState, states: torch.Tensor) -> torch.Tensor:
-        """Serving: each row edited with its own request's value model, step size and number of updates (rows that
-        share a setting in one edit_states call; plain requests untouched). A call whose rows are not one per
-        request (vLLM's warm-up runs) is left as it is."""
+    def _recontrol_edit_requests(self, state: _WorkerState, states: torch.Tensor, logits_of) -> torch.Tensor:
+        """Serving: each row edited with its own request's value model, step size, number of updates and gate (rows
+        that share a setting in one call; plain requests untouched; an entropy gate reads the unedited rows' logits,
+        `logits_of`). A call whose rows are not one per request (vLLM's warm-up runs) is left as it is."""
         from utils.serving import request_edit
         runner = self.model_runner
         batch = runner.input_batch
@@ -232,12 +233,14 @@ class ReControlExtension:
             return states
         work_dtype = torch.promote_types(states.dtype, torch.float32)
         edited = states.clone()
-        for (name, step_size, num_updates), rows in groups.items():
+        for (name, step_size, num_updates, gate), rows in groups.items():
             weights, gram = self._cast(state.served_cast, (name, work_dtype), state.served_weights[name], work_dtype)
+            gate = Gate(*gate) if gate else None
+            cast = lambda rows: logits_of(rows.to(states.dtype))  # noqa: E731 (the gate's states are float32)
             if len(rows) == num_reqs:
-                return edit_states(weights, states, step_size, num_updates, gram=gram)
+                return gated_edit(weights, states, step_size, num_updates, gate, gram, cast)
             index = torch.tensor(rows, device=states.device)
-            edited[index] = edit_states(weights, states[index], step_size, num_updates, gram=gram)
+            edited[index] = gated_edit(weights, states[index], step_size, num_updates, gate, gram, cast)
         return edited
 
     def _recontrol_record(self, state: _WorkerState, states: torch.Tensor) -> None:
