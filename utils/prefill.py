@@ -76,9 +76,11 @@ class PrefillReuse:
 
     def _eligible(self, args: tuple, kwargs: Dict[str, Any]) -> bool:
         cache = kwargs.get("past_key_values")
-        return (not args and set(kwargs) <= PLAIN_KWARGS and kwargs.get("inputs_embeds") is None
-                and isinstance(kwargs.get("input_ids"), torch.Tensor) and cache is not None
-                and self._plain_cache(cache) and cache.get_seq_length() == 0 and not self._hooked())
+        # a decoding step (a cache that is not empty) is turned away by the first test, cheaply
+        return (cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() == 0
+                and not args and set(kwargs) <= PLAIN_KWARGS and kwargs.get("inputs_embeds") is None
+                and isinstance(kwargs.get("input_ids"), torch.Tensor) and self._plain_cache(cache)
+                and not self._hooked())
 
     # ---------------------------------------------------------------------------------------------------- forward
     def _forward(self, original, *args, **kwargs):
