@@ -35,7 +35,6 @@ class PrefillReuse:
     final norm is not inside its decoder (model.get_decoder())."""
 
     def __init__(self, model: torch.nn.Module, max_bytes: int):
-        self.model = model
         self.max_bytes = int(max_bytes)
         self.norm = find_final_norm(model)
         self.decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
@@ -116,8 +115,12 @@ class PrefillReuse:
         return BaseModelOutputWithPast(last_hidden_state=self.norm(norm_input.clone()), past_key_values=cache)
 
     # ---------------------------------------------------------------------------------------------------- with
+    @property
+    def active(self) -> bool:
+        return self.decoder is not None and self.max_bytes > 0
+
     def __enter__(self) -> "PrefillReuse":
-        if self.decoder is None or self.max_bytes <= 0:
+        if not self.active:
             return self
         self._saved = self.decoder.__dict__.get("forward")  # an instance forward (accelerate's) is kept and called
         original = self.decoder.forward
@@ -129,11 +132,10 @@ class PrefillReuse:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.decoder is None or self.max_bytes <= 0:
+        if not self.active:
             return
         if self._saved is None:
             del self.decoder.forward
         else:
             self.decoder.forward = self._saved
         self.kept, self.kept_bytes = {}, 0
-

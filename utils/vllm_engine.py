@@ -233,10 +233,10 @@ class ReControlExtension:
             return states
         work_dtype = torch.promote_types(states.dtype, torch.float32)
         edited = states.clone()
+        cast = lambda x: logits_of(x.to(states.dtype))  # noqa: E731 (the gate's states are in the work dtype)
         for (name, step_size, num_updates, gate), rows in groups.items():
             weights, gram = self._cast(state.served_cast, (name, work_dtype), state.served_weights[name], work_dtype)
             gate = Gate(*gate) if gate else None
-            cast = lambda rows: logits_of(rows.to(states.dtype))  # noqa: E731 (the gate's states are float32)
             if len(rows) == num_reqs:
                 return gated_edit(weights, states, step_size, num_updates, gate, gram, cast)
             index = torch.tensor(rows, device=states.device)
