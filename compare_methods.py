@@ -31,7 +31,7 @@ from typing import Optional
 
 from utils import cli
 from utils.config import build, option, redefault
-from utils.configs import DecodeConfig, GenerationOptions, JudgeConfig, MeasureRewardConfig, MetricsConfig
+from utils.configs import DecodeConfig, GenerationOptions, JudgeConfig
 from utils.decoding import Resources, methods, option_classes, options_from
 from utils.engines import HFEngine, open_engine
 from utils.errors import UsageError
@@ -50,9 +50,8 @@ from utils.metrics import load_encoder
 from utils.models import load_model_and_tokenizer, load_policy_tokenizer, resolve_model
 from utils.names import model_tag
 from utils.rewards import load_reward_model
+from utils.stages.scoring import score_runs
 from utils.stages.stage4_inference import find_policy_value_model, run_decode
-from utils.stages.stage5_reward import run_measure_reward
-from utils.stages.stage6_metrics import run_metrics
 from utils.stages.stage7_judge import run_gpt4_eval
 from utils.table import gather, notes, write_table
 from utils.value_model import load_value_model
@@ -229,13 +228,10 @@ def main(argv=None):
         del tuned_model, tuned
     base = runs[0]
     scoring = dict(output_dir=config.output_dir, overwrite=config.overwrite)
-    for run in runs:
-        run_measure_reward(MeasureRewardConfig(out_file=run, reward_model=config.reward_model,
-                                               baseline=None if run == base else base, **scoring), reward_model)
-        run_metrics(MetricsConfig(run_name=run, embedding_model=config.embedding_model, **scoring), encoder)
-        if judge and run != base:
-            run_gpt4_eval(JudgeConfig(run_name_red=run, run_name_blue=base, base_url=config.judge_base_url,
-                                      **scoring))
+    score_runs(runs, base, dict(reward_model=config.reward_model, **scoring),
+               dict(embedding_model=config.embedding_model, **scoring), reward_model, encoder)
+    for run in runs[1:] if judge else ():
+        run_gpt4_eval(JudgeConfig(run_name_red=run, run_name_blue=base, base_url=config.judge_base_url, **scoring))
     # ------------------------------------------------------------------------------------------------------ save
     rows = gather(config.output_dir, f"{m}_{config.dataset_name}_", base, runs)
     stem = output_stem(config.output_dir, "results", f"{m}_{config.dataset_name}_comparison")

@@ -8,6 +8,8 @@ import measure_reward
 import metrics
 from utils.errors import UsageError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 RECORDS = [
     {"prompt": "User: How are you?\nAssistant:", "conversation": "Human: How are you?\n\nAssistant:",
      "results": "I am great, thank you so much! What a wonderful day.\nUser: and you? I hate awful days.",
@@ -193,3 +195,34 @@ def test_make_table_says_when_the_value_model_comes_from_another_data_set():
     assert "trained on demo's prompts and is applied here to demo_ood's: out of distribution" in note
     assert "out of distribution" not in make_table.notes([row], "demo")
     assert "out of distribution" not in make_table.notes([dict(row, **{"value model": None})], "demo_ood")
+
+
+def test_score_runs_writes_what_the_two_scripts_write(tmp_path, tiny_bert_dir):
+    """scripts/score_runs.py (stages 5-6 for several runs in one process) writes the same result files, byte for
+    byte, as measure_reward.py and metrics.py run once per run; a second call skips every run."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("score_runs", os.path.join(ROOT, "scripts", "score_runs.py"))
+    score_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score_runs)
+    steered = [dict(r, results="Wonderful, happy, great news!") for r in RECORDS]
+    apart, together = str(tmp_path / "apart"), str(tmp_path / "together")
+    for out in (apart, together):
+        write_run(out, "base", RECORDS)
+        write_run(out, "steered", steered)
+    for run, pair in (("base", []), ("steered", ["--baseline", "base"])):
+        measure_reward.main(["--out_file", run, "--output_dir", apart] + pair)
+        metrics.main(["--run_name", run, "--output_dir", apart, "--embedding_model", tiny_bert_dir])
+    argv = ["--output_dir", together, "--baseline", "base", "--embedding_model", tiny_bert_dir, "base", "steered"]
+    score_runs.main(argv)
+    for folder in ("final_reward", "evaluations"):
+        for run in ("base", "steered"):
+            with open(os.path.join(apart, folder, f"{run}.json"), "rb") as a, \
+                    open(os.path.join(together, folder, f"{run}.json"), "rb") as b:
+                assert a.read() == b.read(), (folder, run)
+    assert "paired_difference" in read(together, "final_reward", "steered")
+    assert "paired_difference" not in read(together, "final_reward", "base")
+    stamps = [os.path.getmtime(os.path.join(together, f, f"{r}.json")) for f in ("final_reward", "evaluations")
+              for r in ("base", "steered")]
+    score_runs.main(argv)
+    assert stamps == [os.path.getmtime(os.path.join(together, f, f"{r}.json")) for f in ("final_reward", "evaluations")
+                      for r in ("base", "steered")]
