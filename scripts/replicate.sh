@@ -67,14 +67,15 @@ for seed in $SEEDS; do
       --settings_from "$D/results/${N}_sweep.json" --max_new_tokens $NEW_TOKENS --batch_size 50
   $PY decode_methods.py "${COMMON[@]}" --method static_re --value_lr $VALUE_LR \
       --settings_from "$D/results/${N}_sweep_static_re.json" --max_new_tokens $NEW_TOKENS --batch_size 50
-  $PY measure_reward.py "${COMMON[@]}" --reward_model "$REWARD" --out_file ${N}_base
-  $PY metrics.py --output_dir "$D" --run_name ${N}_base --embedding_model minilm
+  # stages 5-6 (measure_reward.py, metrics.py) for the draw's test runs in one process, base first
+  runs=("${N}_base")
   for f in "$D"/response/${N}_*.json; do
     run=$(basename "$f" .json)
     case $run in *.meta|*_tune_*|${N}_base) continue;; esac
-    $PY measure_reward.py "${COMMON[@]}" --reward_model "$REWARD" --out_file "$run" --baseline ${N}_base
-    $PY metrics.py --output_dir "$D" --run_name "$run" --embedding_model minilm
+    runs+=("$run")
   done
+  $PY scripts/score_runs.py "${COMMON[@]}" --reward_model "$REWARD" --baseline ${N}_base --embedding_model minilm \
+      "${runs[@]}"
   $PY make_table.py "${COMMON[@]}"
   # the per-prompt files every reported figure is recomputed from, with the sweeps that chose the settings
   $PY scripts/export_per_prompt.py --output_dir "$D" --to "$PER_PROMPT/seed$seed"
