@@ -27,13 +27,12 @@ from utils.metrics import mean_and_se  # noqa: E402
 from utils.results import load_per_prompt, over_draws, two_stage_bootstrap  # noqa: E402
 from utils.sweep import describe, paired_text  # noqa: E402
 
-METHODS = {"base": "Base", "re_control": "RE-Control", "static_re": "Static RE", "prompting": "Prompting",
-           "re_control_refit": "RE-Control (refit)"}
+METHODS = {"base": "Base", "re_control": "RE-Control", "static_re": "Static RE", "prompting": "Prompting"}
 REQUIRED = ("base", "re_control", "static_re")  # the others are reported where every draw has them
 COMPARISONS = (("re_control", "base"), ("static_re", "base"), ("re_control", "static_re"), ("prompting", "base"),
-               ("re_control", "prompting"), ("re_control_refit", "base"), ("re_control_refit", "re_control"),
-               ("re_control_refit", "static_re"), ("re_control_refit", "prompting"))
+               ("re_control", "prompting"))
 REFIT = re.compile(r"_r\d+_ra[^_]+_rn\d+$")  # a refit value model's name (stage 3 --rounds)
+MARGIN = re.compile(r"_pm[^_]+(_|$)")  # a value model trained with the margin loss (stage 3 --margin_weight)
 FIRST_UNTOUCHED = 101  # test-0001..0100 were the test split when the first settings were chosen
 
 
@@ -73,9 +72,7 @@ def draw_runs(folder):
         if (record.split != "test" or record.method not in METHODS
                 or (record.settings.get("prompting") and record.method != "prompting")):
             continue
-        key = record.method
-        if key == "re_control" and REFIT.search(record.value_model_file or ""):
-            key = "re_control_refit"
+        key = option_key(record) if record.method == "re_control" else record.method
         if key in runs:
             raise cli.UsageError(f"{folder}: two {key} runs on the test split ({runs[key].run}, {record.run}); "
                                  f"keep one")
@@ -84,6 +81,28 @@ def draw_runs(folder):
     if missing:
         raise cli.UsageError(f"{folder}: no {', '.join(missing)} run on the test split; re-run scripts/replicate.sh")
     return runs
+
+
+def option_key(run):
+    """'re_control', or for RE-Control with issue 20's options e.g. 're_control_refit_entropy_gate', whose label
+    (METHODS) is 'RE-Control (refit + entropy gate)'."""
+    parts = [(key, name) for key, name, found in (
+        ("refit", "refit", REFIT.search(run.value_model_file or "")),
+        ("margin", "margin loss", MARGIN.search(os.path.basename(run.value_model_file or ""))),
+        (f"{run.settings.get('option_gate')}_gate", f"{run.settings.get('option_gate')} gate",
+         run.settings.get("option_gate"))) if found]
+    if not parts:
+        return "re_control"
+    key = "re_control_" + "_".join(k for k, _ in parts)
+    METHODS[key] = f"RE-Control ({' + '.join(n for _, n in parts)})"
+    return key
+
+
+def comparisons(methods):
+    """COMPARISONS, then each RE-Control option against base, plain RE-Control, Static RE and Prompting."""
+    options = [m for m in methods if m.startswith("re_control_")]
+    return COMPARISONS + tuple((o, other) for o in options for other in ("base", "re_control", "static_re",
+                                                                          "prompting"))
 
 
 def chosen_for(folder, run):
@@ -135,7 +154,7 @@ def main(argv=None):
                 "sweep_rule": sweep.get("rule"), "average_reward": mean_and_se(run.column(run.reward_model))[0],
                 "diversity": sum(run.column("diversity")) / len(ids),
                 "coherence": sum(run.column("coherence")) / len(ids)}
-        for a, b in (pair for pair in COMPARISONS if set(pair) <= set(runs)):
+        for a, b in (pair for pair in comparisons(runs) if set(pair) <= set(runs)):
             key = f"{a}-{b}"
             entry = {}
             subsets = [("all", None), ("untouched", fresh)] + [(f"{args.group_by}={g}", members & set(ids))

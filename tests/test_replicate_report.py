@@ -98,3 +98,40 @@ def test_two_test_runs_of_one_method_are_refused(tmp_path):
     run_file(os.path.join(root, "seed0"), "m_demo_0.002_10_3.0", "re_control", [0.0] * 4, [0.0] * 4, {})
     with pytest.raises(UsageError, match="two re_control runs"):
         replicate_report.main(["--per_prompt", root, "--out", str(tmp_path / "r")])
+
+
+def test_each_re_control_option_gets_its_own_rows(tmp_path):
+    """Runs of RE-Control with issue 20's options (a refit or margin-loss value model by its file name, a gate by its
+    settings) are reported as their own methods against base, RE-Control, Static RE and Prompting, where every draw
+    has them; one only some draws have is left out."""
+    root = str(tmp_path / "per_prompt")
+    for seed in range(3):
+        draw(root, seed, [0.5] * 4, [0.0] * 4)
+        folder = os.path.join(root, f"seed{seed}")
+        options = {"m_demo_0.001_pm1_10_3.0": ("trained_model/value_model_m_demo_0.001_pm1", {}, 0.2),
+                   "m_demo_0.001_s1_r2_ra3_rn10_10_3.0": ("trained_model/value_model_m_demo_0.001_s1_r2_ra3_rn10", {},
+                                                          0.3),
+                   "m_demo_0.001_10_3.0_gate_entropy2": ("trained_model/value_model_m_demo_0.001",
+                                                         {"option_gate": "entropy", "option_gate_threshold": 2.0},
+                                                         0.1 * (seed + 1))}
+        if seed == 0:
+            options["m_demo_0.001_10_3.0_gate_value0"] = ("vm", {"option_gate": "value", "option_gate_threshold": 0.0},
+                                                          0.9)
+        for run, (file, settings, vader) in options.items():
+            run_file(folder, run, "re_control", [vader] * 4, [vader] * 4,
+                     {"option_step_size": 3.0, "option_num_updates": 10, **settings})
+            path = os.path.join(folder, f"{run}.json")
+            record = json.load(open(path))
+            write(path, dict(record, value_model_file=file))
+    out = str(tmp_path / "report")
+    replicate_report.main(["--per_prompt", root, "--out", out])
+    report = json.load(open(out + ".json"))
+    pooled = report["over_draws"]
+    assert pooled["re_control_margin-re_control"]["all"]["mean"] == pytest.approx(0.2 - 0.5)
+    assert pooled["re_control_refit-base"]["all"]["mean"] == pytest.approx(0.3)
+    assert pooled["re_control_entropy_gate-static_re"]["all"]["mean"] == pytest.approx(0.2)  # 0.1, 0.2, 0.3
+    assert not any(key.startswith("re_control_value_gate") for key in pooled), "only draw 0 has it"
+    table = open(out + ".md").read()
+    for name in ("RE-Control (margin loss) − RE-Control", "RE-Control (refit) − Base",
+                 "RE-Control (entropy gate) − Static RE"):
+        assert f"| {name} |" in table
