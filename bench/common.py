@@ -246,7 +246,8 @@ def environment_lines(device="cpu"):
              f"- python {platform.python_version()}, torch {torch.__version__}, "
              f"transformers {transformers.__version__}",
              f"- torch threads: {torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op; "
-             f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()})"]
+             f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}, torch's kernels: "
+             f"{torch.backends.cpu.get_cpu_capability()})"]  # hosts differ: timings only compare on one
     if torch.device(device).type == "cuda":
         lines.append(f"- GPU: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}")
     return lines

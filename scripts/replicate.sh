@@ -4,7 +4,8 @@
 # way), then base, Prompting, RE-Control and Static RE at their chosen settings on the TEST split, scored by stages
 # 5-6 (VADER and the held-out TextBlob). Each draw's scored runs are exported as per-prompt files to
 # results/per_prompt/replicate/seed*/ (with the sweeps that chose their settings), and
-# results/smollm2_135M_demo_replicate.{json,md} is computed from those files alone (scripts/replicate_report.py).
+# results/smollm2_135M_demo_replicate.{json,md} ($REPORT) is computed from those files alone
+# (scripts/replicate_report.py).
 # The first draw (seed 0) is the demo's: its sweeps are copied to results/, where scripts/demo.sh reads them.
 # The value model's learning rate is scripts/demo_settings.sh's, chosen on the tuning split by
 # scripts/choose_value_lr.py (results/smollm2_135M_demo_value_lr.md).
@@ -22,6 +23,7 @@ DATASET=${DATASET:-demo}
 REWARD=${REWARD:-vader}
 REPORT_FLAGS=${REPORT_FLAGS:-}
 N="smollm2_135M_$DATASET"  # the runs' name prefix
+REPORT=${REPORT:-results/${N}_replicate}  # its .md and .json
 source scripts/demo_settings.sh
 first=""
 for seed in $SEEDS; do
@@ -87,7 +89,7 @@ for seed in $SEEDS; do
 done
 # the report, from the per-prompt files alone; the first draw is the demo's, so its sweeps are what scripts/demo.sh reads
 # shellcheck disable=SC2086
-$PY scripts/replicate_report.py --per_prompt "$PER_PROMPT" --out "results/${N}_replicate" $REPORT_FLAGS
+$PY scripts/replicate_report.py --per_prompt "$PER_PROMPT" --out "$REPORT" $REPORT_FLAGS
 for sweep in sweep sweep_static_re; do
   cp "$first"/results/${N}_$sweep.{json,md,png} results/
 done

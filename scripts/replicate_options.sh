@@ -12,7 +12,7 @@
 #                 a fixed value, not swept;
 # then the chosen setting on the test split, stages 5-6 against the draw's base, and the per-prompt file (and sweep)
 # added to the draw's per-prompt folder, where scripts/replicate_report.py reports "RE-Control (<option>)" beside the
-# other methods.
+# other methods ($REPORT.{md,json}, default results/smollm2_135M_$DATASET_replicate).
 #   OPTION=refit bash scripts/replicate_options.sh                          # the prompt-dependent task
 #   OPTION=entropy_gate bash scripts/replicate_options.sh
 #   OPTION=refit FROM=runs/replicate OUT=runs/replicate_refit DATASET=demo REWARD=vader \
@@ -36,6 +36,7 @@ SWEEP_UPDATES=${SWEEP_UPDATES:-10}
 MARGIN_WEIGHT=${MARGIN_WEIGHT:-1}
 case $OPTION in entropy_gate) TAU=${TAU:-2};; value_gate) TAU=${TAU:-0};; esac
 N="smollm2_135M_$DATASET"
+REPORT=${REPORT:-results/${N}_replicate}  # its .md and .json
 source scripts/demo_settings.sh
 for seed in $SEEDS; do
   D="$FROM/seed$seed"
@@ -89,5 +90,5 @@ print(c['step_size'], c['num_updates'])" "$D/results/${N}_sweep.json")
   echo "=== $OPTION draw seed $seed: $((SECONDS - start)) s"
 done
 # shellcheck disable=SC2086
-$PY scripts/replicate_report.py --per_prompt "$PER_PROMPT" --out "results/${N}_replicate" $REPORT_FLAGS
+$PY scripts/replicate_report.py --per_prompt "$PER_PROMPT" --out "$REPORT" $REPORT_FLAGS
 echo "replicate $OPTION: $SECONDS s"
