@@ -6,7 +6,8 @@
 # has room to differ. The harness is the demo's (scripts/replicate.sh: stages 1-3 per draw, alpha, n and Static RE's
 # strength chosen on the tuning split, base, RE-Control and Static RE on the test split, scored by stages 5-6);
 # the report adds each comparison on the warm and the frank half (results/smollm2_135M_demo_polar_replicate.md).
-# About 11-15 minutes per draw on 2 CPU cores (60.2 min for 5, idle); SEEDS="0 1 2 3 4" by default. Outputs under $OUT (default runs/polar).
+# About 11-23 minutes per draw on 2 CPU cores (idle, 5 draws: 60.2 min on an Intel host, 105.7 min on an AVX2 one);
+# SEEDS="0 1 2 3 4" by default. Outputs under $OUT (default runs/polar).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/polar} PER_PROMPT=${PER_PROMPT:-results/per_prompt/polar} DATASET=demo_polar REWARD=vader_polar \

@@ -104,9 +104,10 @@ def test_the_demo_run_reproduced_its_draw():
     assert demo["re_control"].value_model_sha256 == draw["re_control"].value_model_sha256
 
 
-def test_the_polar_report_is_what_its_per_prompt_files_give_and_the_docs_quote_it(tmp_path):
-    out, report = str(tmp_path / "polar"), "results/smollm2_135M_demo_polar_replicate"
-    replicate_report.main(["--per_prompt", "results/per_prompt/polar", "--out", out, "--first_untouched", "1",
+@pytest.mark.parametrize("host", ["", "_avx2"])  # the same command on two hosts (docs/prompt-dependent.md)
+def test_the_polar_report_is_what_its_per_prompt_files_give_and_the_docs_quote_it(tmp_path, host):
+    out, report = str(tmp_path / "polar"), f"results/smollm2_135M_demo_polar_replicate{host}"
+    replicate_report.main(["--per_prompt", f"results/per_prompt/polar{host}", "--out", out, "--first_untouched", "1",
                            "--group_by", "polarity"])
     assert open(out + ".md").read() == read(report + ".md")
     pooled = json.load(open(out + ".json"))["over_draws"]
