@@ -38,7 +38,15 @@ run $PY reward_label.py "${COMMON[@]}" --reward_model vader --mode tune
 # 3. value model: every step regressed on the final reward, the epoch kept by a 10% validation slice of train
 # shellcheck disable=SC2086
 run $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_split tune
-# (optional) choose alpha and n here, on the tuning split, instead of reading the committed choice
+# (optional) choose alpha and n here, on the tuning split, instead of reading the committed choice. Also done when
+# the committed choice was made for another value model: on a host whose CPU kernels round differently, stage 3
+# trains other weights from the same labels (docs/prompt-dependent.md#the-same-command-on-a-second-host)
+if [ "${SWEEP:-0}" != 1 ] && ! $PY -c "import json, sys; from utils.value_model import value_model_fingerprint
+sys.exit(json.load(open(sys.argv[1]))['value_model_sha256'] != value_model_fingerprint(sys.argv[2]))" "$SETTINGS" \
+    "$OUT/trained_model/value_model_smollm2_135M_demo_$VALUE_TAG"; then
+  echo "note: $SETTINGS was chosen for another value model; choosing alpha and n for this one on the tuning split"
+  SWEEP=1
+fi
 if [ "${SWEEP:-0}" = 1 ]; then
   run $PY sweep.py "${COMMON[@]}" --split tune --value_lr $VALUE_LR --step_sizes "$STEP_SIZES" --num_updates "$NUM_UPDATES" \
       --rule "$RULE" --max_new_tokens $NEW_TOKENS --batch_size 50 --embedding_model minilm
