@@ -19,7 +19,13 @@ DEMO=${DEMO:-runs/demo}
 OUT=${OUT:-runs/demo_ood}
 source scripts/demo_settings.sh
 VALUE_MODEL=${VALUE_MODEL:-$DEMO/trained_model/value_model_smollm2_135M_demo_$VALUE_TAG.safetensors}
-SETTINGS=${SETTINGS:-results/smollm2_135M_demo_sweep.json}
+# alpha and n: the demo's own sweep where demo.sh chose them for its value model (SWEEP=1, or a host whose CPU
+# kernels train other weights than the committed choice was made for), else the committed choice
+# (stage 4 refuses a choice made for another value model); SETTINGS=path overrides both
+if [ -z "${SETTINGS:-}" ]; then
+  SETTINGS=results/smollm2_135M_demo_sweep.json
+  [ ! -f "$DEMO/results/smollm2_135M_demo_sweep.json" ] || SETTINGS=$DEMO/results/smollm2_135M_demo_sweep.json
+fi
 if [ "$DRY_RUN" = 0 ] && [ ! -f "$VALUE_MODEL" ]; then
   echo "error: no value model at $VALUE_MODEL; run scripts/demo.sh first (or set DEMO= or VALUE_MODEL=)" >&2
   exit 2

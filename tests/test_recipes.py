@@ -2,6 +2,7 @@
 import importlib.util
 import os
 import shlex
+import shutil
 
 import pytest
 
@@ -109,10 +110,29 @@ def test_demo_ood_dry_run_steers_the_ood_prompts_with_the_demos_value_model(tmp_
     assert flags[4]["--baseline"] == names[0] == "smollm2_135M_demo_ood_base"
     assert not os.path.exists(tmp_path / "ood"), "a dry run writes nothing"
     judged = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
-                            text=True, timeout=60, env=dict(env, JUDGE_BASE_URL="http://127.0.0.1:1/v1"))
+                            text=True, timeout=60, env=dict(env, OUT=str(tmp_path / "ood"), DEMO="d",
+                                                            JUDGE_BASE_URL="http://127.0.0.1:1/v1"))
+    assert judged.returncode == 0, judged.stderr
     judges = [shlex.split(line) for line in judged.stdout.splitlines() if "gpt4_eval.py" in line]
     assert [dict(zip(c[2::2], c[3::2]))["--run_name_red"] for c in judges] == names[1:]
     assert all(dict(zip(c[2::2], c[3::2]))["--run_name_blue"] == names[0] for c in judges)
+
+
+def test_demo_ood_reads_the_demos_own_sweep_when_demo_sh_chose_alpha_and_n(tmp_path):
+    """On a host that trains other demo weights, demo.sh sweeps into $DEMO/results; demo_ood.sh then steers with
+    that choice (made for the value model it uses), not the committed one (made for another)."""
+    import subprocess
+    demo = tmp_path / "demo"
+    os.makedirs(demo / "results")
+    own = str(demo / "results" / "smollm2_135M_demo_sweep.json")
+    shutil.copy(os.path.join(ROOT, "results", "smollm2_135M_demo_sweep.json"), own)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "JUDGE_BASE_URL", "SETTINGS")}
+    for extra, expected in (({}, own), ({"SETTINGS": "elsewhere.json"}, "elsewhere.json")):
+        out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
+                             text=True, timeout=60, env=dict(env, OUT=str(tmp_path / "ood"), DEMO=str(demo), **extra))
+        steered = [shlex.split(line) for line in out.stdout.splitlines() if "--value_model" in line]
+        assert steered and all(dict(zip(c[2::2], c[3::2]))["--settings_from"] == expected for c in steered), \
+            out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("name,trained", [("vicuna_7B_harmfulqa", "vicuna_7B_hh_rlhf"),
