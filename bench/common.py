@@ -120,11 +120,18 @@ def sync_for(device):
     return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
 
+def cpu_seconds_so_far():
+    """User + system CPU seconds of this process and of its children that have been waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def interleaved(variants, repeats, warmup=1, sync=lambda: None, log=print):
     """Run every variant once per round, in order, for `warmup` + `repeats` rounds; the warm-up rounds are not timed.
 
     variants: {name: fn() -> output}. Returns ({name: [wall seconds per counted round]}, {name: [output per round]},
-    {name: [process CPU seconds per counted round]}); CPU time is less disturbed by other processes on the machine.
+    {name: [CPU seconds per counted round]}), this process's and its waited-for children's (a variant that runs a
+    command counts the command's); CPU time is less disturbed by other processes on the machine.
     """
     times = {name: [] for name in variants}
     cpu_times = {name: [] for name in variants}
@@ -133,10 +140,10 @@ def interleaved(variants, repeats, warmup=1, sync=lambda: None, log=print):
         line = []
         for name, fn in variants.items():
             sync()
-            start, cpu_start = time.perf_counter(), time.process_time()
+            start, cpu_start = time.perf_counter(), cpu_seconds_so_far()
             out = fn()
             sync()
-            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+            seconds, cpu_seconds = time.perf_counter() - start, cpu_seconds_so_far() - cpu_start
             outputs[name].append(out)
             if r >= warmup:
                 times[name].append(seconds)

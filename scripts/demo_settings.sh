@@ -15,6 +15,6 @@ NUM_UPDATES=10,20
 STRENGTHS=1,2,4,6,8,12
 RULE=paper
 # glibc's allocator keeps freed memory for reuse instead of unmapping and mapping it again at every decoding step:
-# the same tokens, 0.967x the wall time of a 100-prompt decode in one paired measurement on an Intel host
-# (bench/malloc_env.py repeats it as a benchmark; not yet run)
+# the same tokens; 0.967x the wall time of a 100-prompt decode in one paired measurement on an Intel host, 1.031x
+# in bench/malloc_env.py on an AVX2 host (docs/speed.md): no saving shown
 export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456
