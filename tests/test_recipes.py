@@ -127,12 +127,11 @@ def test_demo_ood_reads_the_demos_own_sweep_when_demo_sh_chose_alpha_and_n(tmp_p
     own = str(demo / "results" / "smollm2_135M_demo_sweep.json")
     shutil.copy(os.path.join(ROOT, "results", "smollm2_135M_demo_sweep.json"), own)
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "JUDGE_BASE_URL", "SETTINGS")}
-    for extra, expected in (({}, own), ({"SETTINGS": "elsewhere.json"}, "elsewhere.json")):
-        out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
-                             text=True, timeout=60, env=dict(env, OUT=str(tmp_path / "ood"), DEMO=str(demo), **extra))
-        steered = [shlex.split(line) for line in out.stdout.splitlines() if "--value_model" in line]
-        assert steered and all(dict(zip(c[2::2], c[3::2]))["--settings_from"] == expected for c in steered), \
-            out.stdout + out.stderr
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo_ood.sh"), "--dry_run"], capture_output=True,
+                         text=True, timeout=60, env=dict(env, OUT=str(tmp_path / "ood"), DEMO=str(demo)))
+    assert out.returncode == 0, out.stderr
+    steered = [shlex.split(line) for line in out.stdout.splitlines() if "--value_model" in line]
+    assert len(steered) == 2 and all(dict(zip(c[2::2], c[3::2]))["--settings_from"] == own for c in steered)
 
 
 @pytest.mark.parametrize("name,trained", [("vicuna_7B_harmfulqa", "vicuna_7B_hh_rlhf"),
