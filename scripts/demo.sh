@@ -42,9 +42,8 @@ run $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_s
 # the committed choice was made for another value model: on a host whose CPU kernels round differently, stage 3
 # trains other weights from the same labels (docs/prompt-dependent.md#the-same-command-on-a-second-host)
 # (a dry run has no value model to compare, and prints the committed-choice commands)
-if [ "$DRY_RUN" = 0 ] && [ "${SWEEP:-0}" != 1 ] && ! $PY -c "import json, sys; from utils.value_model import value_model_fingerprint
-sys.exit(json.load(open(sys.argv[1]))['value_model_sha256'] != value_model_fingerprint(sys.argv[2]))" "$SETTINGS" \
-    "$OUT/trained_model/value_model_smollm2_135M_demo_$VALUE_TAG"; then
+if [ "$DRY_RUN" = 0 ] && [ "${SWEEP:-0}" != 1 ] \
+    && ! $PY -m utils.sweep "$SETTINGS" "$OUT/trained_model/value_model_smollm2_135M_demo_$VALUE_TAG"; then
   echo "note: $SETTINGS was chosen for another value model; choosing alpha and n for this one on the tuning split"
   SWEEP=1
 fi

@@ -2,6 +2,8 @@
 per-cell stage-5/6 files), the run resumes, and stage 4 / Static RE read the choice back."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ import inference_intervention
 import reward_label
 import sweep
 import train_value_model
-from conftest import QUESTIONS, write_jsonl
+from conftest import QUESTIONS, ROOT, write_jsonl
 from helpers import D, copy_of, llm_args, read_json, tag
 from utils.errors import UsageError
 from utils.io import save_tensors
@@ -141,6 +143,8 @@ def test_stage4_reads_the_chosen_setting(swept, tiny_llama_dir, tmp_path):
 
 
 def test_stage4_refuses_a_setting_chosen_for_another_value_model(swept, tiny_llama_dir, tmp_path):
+    from utils.sweep import chosen_for
+    from utils.sweep import main as sweep_check
     from utils.table import gather, notes
     from utils.value_model import value_model_fingerprint
     out, qfile, _ = own_copy(swept, tmp_path)
@@ -148,11 +152,16 @@ def test_stage4_refuses_a_setting_chosen_for_another_value_model(swept, tiny_lla
     path = os.path.join(out, "results", f"{m}_{D}_sweep.json")
     stem = os.path.join(out, "trained_model", f"value_model_{m}_{D}_0.01_ep3_bs4")
     assert read_json(path)["value_model_sha256"] == value_model_fingerprint(stem)
+    assert chosen_for(path, value_model_fingerprint(stem)) and sweep_check([path, stem + ".safetensors"]) == 0
     # another draw of the value model (seed 1): the sweep's choice was not made for it
     train_value_model.main(["--model_name", tiny_llama_dir, "--dataset_name", D, "--lr", "0.01", "--epochs", "3",
                             "--batch_size", "4", "--device", "cpu", "--output_dir", out, "--seed", "1",
                             "--value_model", stem, "--overwrite", "True"])
     assert read_json(path)["value_model_sha256"] != value_model_fingerprint(stem)
+    assert not chosen_for(path, value_model_fingerprint(stem)) and not chosen_for(path, None)
+    # what scripts/demo.sh runs to decide whether to sweep its own value model
+    shell_check = subprocess.run([sys.executable, "-m", "utils.sweep", path, stem], cwd=ROOT)
+    assert shell_check.returncode == 1
     steered = llm_args(tiny_llama_dir, out, qfile, "--use_intervention", "True", "--value_lr", "0.01",
                        "--settings_from", path)
     with pytest.raises(UsageError, match="chosen for another value model.*--allow_other_value_model True"):

@@ -147,9 +147,8 @@ def load_served(value_models: Mapping[str, str], settings_from: Mapping[str, str
     """(ServedModels, {name: ValueModel}) for the value models named at start, each checked against the served LLM
     (hidden size, and the LLM it was trained on); defaults from --settings_from NAME=SWEEP (chosen for this very
     value model) or the paper's setting for the value model's LLM and data set. A problem is one UsageError."""
-    from utils.io import load_json
     from utils.paper import PAPER_SETTINGS
-    from utils.sweep import read_choice
+    from utils.sweep import chosen_for, read_choice
     from utils.value_model import check_value_model, load_value_model, value_model_fingerprint
     unknown = sorted(set(settings_from) - set(value_models))
     if unknown:
@@ -166,8 +165,7 @@ def load_served(value_models: Mapping[str, str], settings_from: Mapping[str, str
         if name in settings_from:
             sweep = settings_from[name]
             chosen, _ = read_choice(sweep, "re_control", model_name)
-            swept_for = load_json(sweep, stage_hint="sweep.py").get("value_model_sha256")
-            if swept_for != sha256:
+            if not chosen_for(sweep, sha256):
                 raise UsageError(f"--settings_from {name}={sweep} was chosen for another value model, not for "
                                  f"{os.path.basename(stem)} (sha256 {sha256[:12]}); sweep this value model (sweep.py)")
             step_size, num_updates, source = chosen["step_size"], chosen["num_updates"], sweep

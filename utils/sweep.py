@@ -6,6 +6,7 @@ constrained rule takes the highest reward among the cells that keep diversity >=
 """
 import math
 import os
+import sys
 
 from utils.errors import UsageError
 from utils.io import load_json
@@ -54,6 +55,12 @@ def read_choice(path, method, model_name=None, rule=None):
     keys = result.get("tuned") or get_method(method).tuned  # results written before "tuned" was recorded
     setting = {key: chosen[key] for key in keys}
     return setting, result.get("value_model")
+
+
+def chosen_for(path, fingerprint):
+    """Whether the sweep result at `path` chose its setting for the value model whose weights have this sha256
+    (utils.value_model.value_model_fingerprint); False for a sweep that records none (an older one)."""
+    return fingerprint is not None and load_json(path, stage_hint="sweep.py").get("value_model_sha256") == fingerprint
 
 
 def describe(cell, keys):
@@ -134,3 +141,25 @@ def plot_grid(cells, base, chosen, keys, path, label="cells"):
         ax.set_title(title)
     fig.suptitle(os.path.basename(path).removesuffix(".png"))
     save_figure(fig, path)
+
+
+def main(argv=None):
+    """`python -m utils.sweep SWEEP VALUE_MODEL`: exit 0 if SWEEP chose its setting for VALUE_MODEL (a stem or file),
+    1 if for another one or none yet (the shell's test in scripts/demo.sh)."""
+    import argparse
+
+    from utils.value_model import value_model_fingerprint
+    parser = argparse.ArgumentParser(prog="python -m utils.sweep", description=main.__doc__)
+    parser.add_argument("sweep", help="a sweep result (sweep.py's results/*_sweep.json)")
+    parser.add_argument("value_model", help="the value model's path (with or without .safetensors)")
+    args = parser.parse_args(argv)
+    stem = args.value_model.removesuffix(".safetensors").removesuffix(".pth")
+    try:
+        return 0 if chosen_for(args.sweep, value_model_fingerprint(stem)) else 1
+    except UsageError as err:  # no readable sweep: none was chosen for it either
+        print(f"python -m utils.sweep: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ from utils.io import adapter_meta_path, load_json, read_json_or_none, response_p
 from utils.models import load_policy_tokenizer, resolve_model
 from utils.names import model_tag, named_dataset, run_name, value_model_stem
 from utils.runs import refuse_overwrite, setup, written_with
-from utils.sweep import read_choice
+from utils.sweep import chosen_for, read_choice
 from utils.value_model import check_value_model, find_value_model, value_model_fingerprint
 
 
@@ -112,12 +112,12 @@ def plan_run(config: DecodeConfig, options: Any = None, prefix: Optional[str] = 
 def check_chosen_for(config: DecodeConfig, stem: str, fingerprint: Optional[str]) -> Optional[bool]:
     """Whether the --settings_from sweep chose its setting for this very value model (by sha256); a setting chosen
     for another one is refused unless --allow_other_value_model. None while the value model does not exist yet."""
-    swept_for = load_json(config.settings_from, stage_hint="sweep.py").get("value_model_sha256")
     if fingerprint is None:
         return None
-    if swept_for == fingerprint:
+    if chosen_for(config.settings_from, fingerprint):
         return True
     if not config.allow_other_value_model:
+        swept_for = load_json(config.settings_from, stage_hint="sweep.py").get("value_model_sha256")
         what = "another value model" if swept_for else "a value model it does not fingerprint (an older sweep)"
         raise UsageError(f"--settings_from {config.settings_from} was chosen for {what}, not for "
                          f"{os.path.basename(stem)} (sha256 {fingerprint[:12]}); sweep this value model (sweep.py), "
