@@ -21,6 +21,15 @@ QUESTIONS = [
 ]
 TEST_QUESTIONS = QUESTIONS[:4]
 
+# scripts/test.sh runs two workers (pytest -n 2 --dist loadfile): each file on one worker, files in collection order.
+# The slowest files (subprocesses, vLLM's start) go first, so that both workers end at about the same time.
+SLOW_FILES_FIRST = ("test_resume.py", "test_serve.py", "test_vllm.py", "test_recipes.py", "test_errors.py")
+
+
+def pytest_collection_modifyitems(items):
+    first = {name: rank for rank, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
+
 
 def build_tokenizer(folder):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
