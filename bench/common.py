@@ -25,6 +25,23 @@ from utils.generation import generation_config  # noqa: E402
 MB = 1024 ** 2
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The options of the benches that time a decode of an embedded data set
+
+
+def decode_bench_parser(doc, out, repeats, threads_help="torch threads"):
+    """An argparse parser with what those benches share: the data set and split decoded, the timed rounds, the
+    threads and the output stem; a bench adds its own options."""
+    import argparse
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset_name", type=str, default="demo_polar", help="embedded data set")
+    parser.add_argument("--split", type=str, default="tune", help="its split")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=1, help=threads_help)
+    parser.add_argument("--out", type=str, default=out, help="output stem")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Prompts: HH-RLHF-like multi-turn dialogues, built deterministically
 
 EXCHANGES = [  # (question, answer sentences)

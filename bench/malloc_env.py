@@ -11,7 +11,6 @@ into a fresh output folder; with --value_model it decodes RE-Control at --step_s
 process's own time counts (imports, model load, decode), since the variable acts from the process's start. Medians
 over rounds after one warm-up round, OMP_NUM_THREADS = --threads. Writes bench/malloc_env.{json,md}.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -19,7 +18,16 @@ import tempfile
 
 # run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import ROOT, command_line, environment_lines, interleaved, median, record, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    command_line,
+    decode_bench_parser,
+    environment_lines,
+    interleaved,
+    median,
+    record,
+    write_results,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
@@ -27,16 +35,11 @@ MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "42949
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset_name", type=str, default="demo_polar", help="embedded data set")
-    parser.add_argument("--split", type=str, default="tune", help="its split")
+    parser = decode_bench_parser(__doc__, os.path.join(HERE, "malloc_env"), 3, "OMP_NUM_THREADS of each run")
     parser.add_argument("--value_model", type=str, default=None, help="decode RE-Control with this value model "
                         "(default: base)")
     parser.add_argument("--step_size", type=float, default=3.0, help="RE-Control's step size (with --value_model)")
     parser.add_argument("--num_updates", type=int, default=10, help="RE-Control's number of updates")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up)")
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
-    parser.add_argument("--out", type=str, default=os.path.join(HERE, "malloc_env"), help="output stem")
     return parser.parse_args()
 
 

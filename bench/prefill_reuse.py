@@ -8,7 +8,6 @@ same on a second copy of the model whose prefills are kept and reused (the warm-
 runs the two in turn; one torch thread; medians over rounds after one warm-up round. Writes
 bench/prefill_reuse.{json,md}.
 """
-import argparse
 import os
 import sys
 from types import SimpleNamespace
@@ -17,7 +16,16 @@ import torch
 
 # run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import command_line, environment_lines, interleaved, malloc_for_timing, median, record, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    command_line,
+    decode_bench_parser,
+    environment_lines,
+    interleaved,
+    malloc_for_timing,
+    median,
+    record,
+    write_results,
+)
 from utils.data import load_prompts  # noqa: E402
 from utils.engines import Edit, HFEngine  # noqa: E402
 from utils.generation import length_sorted_batches  # noqa: E402
@@ -29,14 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset_name", type=str, default="demo_polar", help="embedded data set")
-    parser.add_argument("--split", type=str, default="tune", help="its split")
+    parser = decode_bench_parser(__doc__, os.path.join(HERE, "prefill_reuse"), 2)
     parser.add_argument("--batch_size", type=int, default=50, help="prompts per generate call (the sweeps' 50)")
     parser.add_argument("--new_tokens", type=int, default=40, help="max new tokens (the demo's 40)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed rounds (after one warm-up)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out", type=str, default=os.path.join(HERE, "prefill_reuse"), help="output stem")
     return parser.parse_args()
 
 
@@ -72,7 +75,7 @@ def main():
     ratio = median([a / b for a, b in zip(times["re_control, prefill reused"], times["re_control"])])
     records = [record(f"{name}: seconds per cell", round(s, 2), unit="s") for name, s in cell_s.items()]
     records += [record("prefill reused / not: time ratio (median of rounds)", round(ratio, 3)),
-                record("replayed prefills", reuse.hits, unit="batches"),
+                record("replayed prefills", reuse.hits, unit="batches", better="higher"),
                 record("prefill reused: answers identical", same, target=True, better="higher")]
     header = environment_lines() + [f"- {len(prompts)} prompts of {args.dataset_name}/{args.split}, batches of "
                                     f"{args.batch_size}, up to {args.new_tokens} new tokens, greedy; "
