@@ -157,8 +157,8 @@ def main(argv=None):
         for a, b in (pair for pair in comparisons(runs) if set(pair) <= set(runs)):
             key = f"{a}-{b}"
             entry = {}
-            subsets = [("all", None), ("untouched", fresh)] + [(f"{args.group_by}={g}", members & set(ids))
-                                                                for g, members in sorted(groups.items())]
+            subsets = ([("all", None)] + ([("untouched", fresh)] if fresh != set(ids) else [])  # else: all again
+                       + [(f"{args.group_by}={g}", members & set(ids)) for g, members in sorted(groups.items())])
             for subset, chosen in subsets:
                 values = differences(runs[a], runs[b], chosen)
                 entry[subset] = dict(zip(("difference", "se"), mean_and_se(values)))
@@ -207,19 +207,21 @@ def markdown(report, per_prompt="results/per_prompt/replicate"):
     heldout = first["heldout_reward_model"]
     first_untouched = int(report["first_untouched_prompt"].split("-")[1])
     span = f"test-{first_untouched:04d}..{first_untouched + fresh - 1:04d}"
+    subset_column = fresh != n  # the untouched prompts, when they are not all of them
     lines = [f"Per draw (conditional: each draw's value model held fixed; SE over the {n} test prompts):", "",
              f"| draw | comparison | settings (chosen on the tuning split) | {first['reward_model']}, all {n} "
-             f"prompts | "
-             f"{first['reward_model']}, {span} ({fresh}) | held-out {heldout}, all {n} | diversity | "
-             f"coherence |", "|---|---|---|---|---|---|---|---|"]
+             f"prompts | " + (f"{first['reward_model']}, {span} ({fresh}) | " if subset_column else "")
+             + f"held-out {heldout}, all {n} | diversity | coherence |",
+             "|---|---|---|---|---|---|---|" + ("---|" if subset_column else "")]
     for draw in draws:
         methods = draw["methods"]
         for key, c in draw["comparisons"].items():
             a, b = key.split("-")
             settings = " vs ".join(METHODS[m] + ("" if methods[m]["setting"] == "—" else f" {methods[m]['setting']}")
                                    for m in (a, b) if m != "base") or "—"
-            lines.append(f"| {draw['draw']} | {label(key)} | {settings} | {pm(c['all'])} | {pm(c['untouched'])} | "
-                         f"{pm(c['heldout']) if 'heldout' in c else '—'} | {c['diversity_ratio']:.2f}x | "
+            lines.append(f"| {draw['draw']} | {label(key)} | {settings} | {pm(c['all'])} | "
+                         + (f"{pm(c['untouched'])} | " if subset_column else "")
+                         + f"{pm(c['heldout']) if 'heldout' in c else '—'} | {c['diversity_ratio']:.2f}x | "
                          f"{c['coherence_ratio']:.2f}x |")
     lines += ["", f"Over the {k} draws (the draws as units: mean of the draws' effects ± SD/√{k}, Student's t with "
               f"{k - 1} df):", "",

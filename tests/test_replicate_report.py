@@ -92,6 +92,21 @@ def test_report_from_per_prompt_files(tmp_path, capsys):
     assert "| seed2 | bbbbbbbbbbbb | 5.9000 | no (paper rule) | no (paper rule) |" in table
 
 
+def test_a_task_whose_test_prompts_are_all_untouched_reports_them_once(tmp_path):
+    root = str(tmp_path / "per_prompt")
+    draw(root, 0, [1.0, 1.0, 1.0, 0.6], [0.1, -0.1, 0.1, -0.1])
+    draw(root, 1, [0.5, 0.7, 0.9, 1.1], [0.2, 0.0, 0.2, 0.0])
+    out = str(tmp_path / "report")
+    replicate_report.main(["--per_prompt", root, "--out", out, "--first_untouched", "1"])
+    report = json.load(open(out + ".json"))
+    assert report["draws"][0]["num_untouched"] == 4
+    assert "untouched" not in report["draws"][0]["comparisons"]["re_control-base"]
+    assert set(report["over_draws"]["re_control-base"]) == {"all", "heldout"}
+    table = open(out + ".md").read()
+    assert "vader, test-0001" not in table and "| all 4 (vader) |" in table
+    assert "| seed0 | RE-Control − Base | RE-Control alpha 3, n 10 | +0.9000 ± 0.1000 (9.0 SE) | +0.4500" in table
+
+
 def test_two_test_runs_of_one_method_are_refused(tmp_path):
     root = str(tmp_path / "per_prompt")
     draw(root, 0, [1.0] * 4, [0.0] * 4)
