@@ -124,7 +124,8 @@ def main(argv=None):
     cli.setup(config)
     m, d = model_tag(config.model_name), named_dataset(config)
     stem = output_stem(config.output_dir, "results", values["name"] or sweep_name(m, d, method.name))
-    base_config = build(DecodeConfig, values, method="base")
+    # base reads no value model: its settings name none, so one base run serves the sweeps of every value model
+    base_config = build(DecodeConfig, values, method="base", value_model=None)
     cells = [dict(zip(grid, combination)) for combination in itertools.product(*grid.values())]
     prefix = sweep_prefix(m, d, config.split)
     plans = [plan_run(base_config, None, prefix)] + [plan_run(config, options_from(method, values, **cell), prefix)

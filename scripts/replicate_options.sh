@@ -46,8 +46,8 @@ for seed in $SEEDS; do
   start=$SECONDS
   mkdir -p "$C/response" "$C/final_reward" "$C/evaluations"
   cp -r "$D/features" "$C/"
-  for folder in response final_reward evaluations; do  # the draw's base on the test split, for stage 5's pairs
-    cp "$D/$folder"/${N}_base.* "$C/$folder/"
+  for folder in response final_reward evaluations; do  # the draw's base on the test split, for stage 5's pairs,
+    cp "$D/$folder"/${N}_base.* "$D/$folder"/${N}_tune_base.* "$C/$folder/"  # and on the tuning split, for the sweep
   done
   read -r ALPHA UPDATES < <($PY -c "import json, sys; c = json.load(open(sys.argv[1]))['chosen']
 print(c['step_size'], c['num_updates'])" "$D/results/${N}_sweep.json")
@@ -73,9 +73,9 @@ print(c['step_size'], c['num_updates'])" "$D/results/${N}_sweep.json")
       extra=(--gate "${OPTION%_gate}" --gate_threshold "$TAU");;
   esac
   if [ "$SETTINGS" != "$D/results/${N}_sweep.json" ]; then
-    $PY sweep.py "${COMMON[@]}" --reward_model "$REWARD" --split tune --value_model "$VM" --step_sizes "$STEP_SIZES" \
-        --num_updates "$SWEEP_UPDATES" --rule "$RULE" --max_new_tokens $NEW_TOKENS --batch_size 50 \
-        --embedding_model minilm
+    $PY sweep.py "${COMMON[@]}" --reward_model "$REWARD" --split tune --value_model "$VM" --value_lr $VALUE_LR \
+        --step_sizes "$STEP_SIZES" --num_updates "$SWEEP_UPDATES" --rule "$RULE" --max_new_tokens $NEW_TOKENS \
+        --batch_size 50 --embedding_model minilm
   fi
   flags=("${COMMON[@]}" --use_intervention True --value_model "$VM" --settings_from "$SETTINGS"
          --max_new_tokens $NEW_TOKENS --batch_size 50 "${extra[@]}")

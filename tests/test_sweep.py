@@ -2,6 +2,7 @@
 per-cell stage-5/6 files), the run resumes, and stage 4 / Static RE read the choice back."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -85,6 +86,24 @@ def test_sweep_writes_every_cell_and_names_the_cell_the_paper_rule_picks(swept, 
         assert constrained is None
     md = open(stem + ".md").read()
     assert "Paper rule: alpha" in md and "'tune' split" in md
+
+
+def test_a_sweep_of_another_value_model_reuses_the_base_run(swept, tiny_llama_dir, tmp_path):
+    """Base reads no value model: a sweep with --value_model in the same folder answers only its own cells."""
+    out, _, common = own_copy(swept, tmp_path)
+    m = tag(tiny_llama_dir)
+    stem = os.path.join(out, "trained_model", f"value_model_{m}_{D}_0.01_ep3_bs4")
+    other = os.path.join(out, "trained_model", "other_value_model")
+    for ext in (".safetensors", ".json"):
+        shutil.copy(stem + ext, other + ext)
+    base = os.path.join(out, "response", f"{m}_{D}_tune_base.json")
+    written = os.stat(base).st_mtime_ns
+    sweep.main(common + ["--step_sizes", "0.5", "--num_updates", "1", "--value_model", other,
+                         "--name", "other_sweep"])
+    assert os.stat(base).st_mtime_ns == written
+    result = read_json(os.path.join(out, "results", "other_sweep.json"))
+    assert result["base"]["run"] == f"{m}_{D}_tune_base" and result["value_model"] == other
+    assert [c["run"] for c in result["cells"]] == [f"{m}_{D}_tune_other_value_model_1_0.5"]
 
 
 def test_a_huge_step_changes_the_answers_and_a_small_one_less(swept):
