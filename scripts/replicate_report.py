@@ -207,7 +207,7 @@ def markdown(report, per_prompt="results/per_prompt/replicate"):
     heldout = first["heldout_reward_model"]
     first_untouched = int(report["first_untouched_prompt"].split("-")[1])
     span = f"test-{first_untouched:04d}..{first_untouched + fresh - 1:04d}"
-    subset_column = fresh != n  # the untouched prompts, when they are not all of them
+    subset_column = any("untouched" in c for c in first["comparisons"].values())  # main() left it out if all
     lines = [f"Per draw (conditional: each draw's value model held fixed; SE over the {n} test prompts):", "",
              f"| draw | comparison | settings (chosen on the tuning split) | {first['reward_model']}, all {n} "
              f"prompts | " + (f"{first['reward_model']}, {span} ({fresh}) | " if subset_column else "")
