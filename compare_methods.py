@@ -228,7 +228,8 @@ def main(argv=None):
         del tuned_model, tuned
     base = runs[0]
     scoring = dict(output_dir=config.output_dir, overwrite=config.overwrite)
-    score_runs(runs, base, dict(reward_model=config.reward_model, **scoring),
+    score_runs(runs, base, dict(reward_model=config.reward_model, model_name=config.model_name,
+                                dataset_name=config.dataset_name, **scoring),
                dict(embedding_model=config.embedding_model, **scoring), reward_model, encoder)
     for run in runs[1:] if judge else ():
         run_gpt4_eval(JudgeConfig(run_name_red=run, run_name_blue=base, base_url=config.judge_base_url, **scoring))

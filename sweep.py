@@ -147,6 +147,7 @@ def main(argv=None):
         for index, (plan, cell) in enumerate(zip(plans, [None] + cells)):
             run = run_decode(base_config if cell is None else config, plan.options, engine, resources, prefix)
             reward_config = MeasureRewardConfig(out_file=run, reward_model=values["reward_model"],
+                                                model_name=config.model_name, dataset_name=config.dataset_name,
                                                 batch_size=values["reward_batch_size"],
                                                 baseline=None if cell is None else rows[0]["run"], **scoring)
             reward = load_json(run_measure_reward(reward_config, reward_model))

@@ -61,6 +61,29 @@ def test_measure_reward_paired_difference(tmp_path):
     assert result["paired_difference"] > 0
 
 
+def test_the_policy_and_data_set_names_are_recorded_not_compared(tmp_path, capsys):
+    """--model_name and --dataset_name only describe a stage-5 run: the sidecar keeps them, and a run scored under
+    other names (or before they were left out of the settings, when they were compared) counts as already scored."""
+    out = str(tmp_path)
+    write_run(out, "run", RECORDS)
+    measure_reward.main(["--out_file", "run", "--output_dir", out, "--dataset_name", "demo_polar"])
+    path = os.path.join(out, "final_reward", "run.meta.json")
+    meta = read(out, "final_reward", "run.meta")
+    assert meta["args"]["dataset_name"] == "demo_polar" and "dataset_name" not in meta["settings"]
+    written = os.stat(os.path.join(out, "final_reward", "run.json")).st_mtime_ns
+    measure_reward.main(["--out_file", "run", "--output_dir", out])  # the default names
+    assert "already scored with these settings" in capsys.readouterr().out
+    # a sidecar written before: the names inside the settings
+    with open(path, "w") as f:
+        json.dump(dict(meta, settings=dict(meta["settings"], dataset_name="demo_polar", model_name="x")), f)
+    measure_reward.main(["--out_file", "run", "--output_dir", out, "--dataset_name", "demo"])
+    assert "already scored with these settings" in capsys.readouterr().out
+    assert os.stat(os.path.join(out, "final_reward", "run.json")).st_mtime_ns == written
+    # a real setting still counts
+    with pytest.raises(UsageError, match=r"--reward_model vader there, textblob now"):
+        measure_reward.main(["--out_file", "run", "--output_dir", out, "--reward_model", "textblob"])
+
+
 @pytest.mark.parametrize("rm_fixture", ["tiny_seqcls_rm_dir", "tiny_ultrarm_dir"])
 def test_measure_reward_with_a_reward_model_equals_its_scores_by_hand(tmp_path, request, rm_fixture):
     folder = request.getfixturevalue(rm_fixture)

@@ -168,6 +168,22 @@ def test_unfinished_batches_of_other_settings_are_refused(tmp_path, tiny_llama_d
         assert a.read() == b.read()
 
 
+def test_unfinished_batches_recorded_with_a_record_only_name_resume(tmp_path):
+    """A stage-5 marker written when --dataset_name was still a setting: the done batch is kept, not redone."""
+    from utils.io import Settings
+    from utils.runs import BatchRun
+    output = str(tmp_path / "final_reward" / "run.json")
+    os.makedirs(output + ".parts")
+    with open(os.path.join(output + ".parts", "run.json"), "w") as f:
+        f.write('{"settings": {"reward_model": "vader", "dataset_name": "demo_polar"}, "num_batches": 2}')
+    with open(os.path.join(output + ".parts", "000000.json"), "w") as f:
+        f.write("[0.5]")
+    settings = Settings({"reward_model": "vader"}, record_only=("model_name", "dataset_name"))
+    assert BatchRun(output, settings, 2).todo == [1]
+    with pytest.raises(UsageError, match="holds an unfinished run with other settings"):
+        BatchRun(output, Settings({"reward_model": "textblob"}, ("model_name", "dataset_name")), 2)
+
+
 class Crash(BaseException):
     pass
 

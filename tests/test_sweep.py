@@ -88,6 +88,14 @@ def test_sweep_writes_every_cell_and_names_the_cell_the_paper_rule_picks(swept, 
     assert "Paper rule: alpha" in md and "'tune' split" in md
 
 
+def test_the_cells_scores_name_the_sweeps_policy_and_data_set(swept, tiny_llama_dir):
+    out, _, _ = swept
+    result = read_json(os.path.join(out, "results", f"{tag(tiny_llama_dir)}_{D}_sweep.json"))
+    for run in [result["base"]["run"]] + [c["run"] for c in result["cells"]]:
+        args = read_json(os.path.join(out, "final_reward", f"{run}.meta.json"))["args"]
+        assert (args["model_name"], args["dataset_name"]) == (tiny_llama_dir, D)
+
+
 def test_a_sweep_of_another_value_model_reuses_the_base_run(swept, tiny_llama_dir, tmp_path):
     """Base reads no value model: a sweep with --value_model in the same folder answers only its own cells."""
     out, _, common = own_copy(swept, tmp_path)

@@ -68,13 +68,14 @@ int_list = _list_of(nonnegative_int)  # '10,20' -> [10, 20]
 
 def option(default: Any, help: str, *, flags: Sequence[str] = (), parse: Optional[Callable] = None,
            choices: Optional[Sequence] = None, required: bool = False, group: Optional[str] = None,
-           repeat: bool = False) -> Any:
+           repeat: bool = False, record_only: bool = False) -> Any:
     """A config field with its help text; `flags` are the command-line names (default --{field name}), `parse`
     the argparse type (default: from the annotation; booleans parse 'False' as False); `repeat`: the flag may be
-    given several times (a tuple of the values)."""
+    given several times (a tuple of the values); `record_only`: kept in the run's description, never a setting
+    (utils.io.run_settings)."""
     return dataclasses.field(default=default, metadata=dict(help=help, flags=tuple(flags), parse=parse,
                                                             choices=choices, required=required, group=group,
-                                                            repeat=repeat))
+                                                            repeat=repeat, record_only=record_only))
 
 
 def redefault(config_class: type, name: str, default: Any) -> Any:

@@ -269,8 +269,8 @@ SERVE_EXCLUDED = ("device", "device_map", "adapter", "engine", "data_parallel_si
 class MeasureRewardConfig(RewardStageOptions):
     """Stage 5 (measure_reward.py)."""
     out_file: str = option(None, "run name: scores response/{out_file}.json", required=True)
-    model_name: str = option("smollm2_135M", "the policy LLM (for the record)")
-    dataset_name: str = option("demo", "data set name (for the record)")
+    model_name: str = option("smollm2_135M", "the policy LLM (for the record)", record_only=True)
+    dataset_name: str = option("demo", "data set name (for the record)", record_only=True)
     baseline: Optional[str] = option(None, "run name of a baseline already scored here: also report the paired "
                                      "difference")
     heldout_reward_model: str = option("auto", "a second scorer, reported beside the reward, that no stage trains on "

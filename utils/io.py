@@ -228,20 +228,37 @@ def at_default(key, value):
     return key in ADDED_LATER and value == ADDED_LATER[key]
 
 
+class Settings(dict):
+    """run_settings' result. `record_only`: the config's fields that only describe the run (option(...,
+    record_only=True)); they are left out, and same_settings ignores them in settings recorded before they were."""
+
+    def __init__(self, values=(), record_only=()):
+        super().__init__(values)
+        self.record_only = frozenset(record_only)
+
+
 def run_settings(config, ignore=(), **extra):
     """The options that determine a stage's outputs, as they round-trip through JSON."""
+    import dataclasses
+
     from utils.config import as_dict
-    settings = {k: v for k, v in as_dict(config).items() if k not in NOT_SETTINGS and k not in ignore}
+    record_only = [f.name for f in dataclasses.fields(config) if f.metadata.get("record_only")] \
+        if dataclasses.is_dataclass(config) else []
+    settings = {k: v for k, v in as_dict(config).items()
+                if k not in NOT_SETTINGS and k not in ignore and k not in record_only}
     settings.update(extra)
-    return json.loads(json.dumps({k: v for k, v in settings.items() if not at_default(k, v)}, sort_keys=True))
+    return Settings(json.loads(json.dumps({k: v for k, v in settings.items() if not at_default(k, v)},
+                                          sort_keys=True)), record_only)
 
 
 def same_settings(recorded, settings):
-    """Equal settings, a later flag at its default counting as absent (runs recorded before it, or with it)."""
+    """Equal settings, a later flag at its default counting as absent (runs recorded before it, or with it), and a
+    record-only field (Settings.record_only) ignored on both sides."""
     if recorded is None or settings is None:
         return recorded is settings
-    return ({k: v for k, v in recorded.items() if not at_default(k, v)}
-            == {k: v for k, v in settings.items() if not at_default(k, v)})
+    ignore = getattr(recorded, "record_only", frozenset()) | getattr(settings, "record_only", frozenset())
+    return ({k: v for k, v in recorded.items() if not at_default(k, v) and k not in ignore}
+            == {k: v for k, v in settings.items() if not at_default(k, v) and k not in ignore})
 
 
 def describe_run(config, settings=None, **extra):

@@ -33,7 +33,9 @@ def refuse_overwrite(path, settings, overwrite, description=None):
     if previous is None:
         reason = "nothing records the settings that made it"
     else:
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        ignore = getattr(settings, "record_only", frozenset())
+        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
+                         and k not in ignore)
         reason = "a run with other settings made it (" + ", ".join(
             f"--{k} {previous.get(k)} there, {settings.get(k)} now" for k in changed[:3]) + ")"
     raise UsageError(f"{path} exists and {reason}; pass --overwrite to replace it, or choose another --output_dir")
@@ -55,6 +57,12 @@ def process_group():
     return state.process_index, state.num_processes
 
 
+def same_batches(marker, expected):
+    """An unfinished run's marker (.parts/run.json) against this run's: the same settings and number of batches."""
+    return (isinstance(marker, dict) and marker.get("num_batches") == expected["num_batches"]
+            and same_settings(marker.get("settings"), expected["settings"]))
+
+
 class BatchRun:
     """The batches of one output file: which are done, which this process does, and their saved results."""
 
@@ -66,18 +74,18 @@ class BatchRun:
         expected = {"settings": settings, "num_batches": num_batches}
         marker = os.path.join(self.parts, "run.json")
         previous = read_json_or_none(marker)
-        if previous not in (None, expected) and not overwrite:
+        if previous is not None and not same_batches(previous, expected) and not overwrite:
             raise UsageError(f"{self.parts} holds an unfinished run with other settings; run that command again to "
                              f"finish it, or pass --overwrite to discard it")
         if self.rank == 0:
             folder, name = os.path.split(os.path.abspath(output))
             for stale in glob.glob(os.path.join(folder, ".tmp-*" + glob.escape(name))):
                 os.remove(stale)  # left by a process killed while writing
-            if previous != expected:
+            if previous is None or not same_batches(previous, expected):
                 shutil.rmtree(self.parts, ignore_errors=True)
                 save_json(expected, marker)
         else:
-            while read_json_or_none(marker) != expected:
+            while not same_batches(read_json_or_none(marker), expected):
                 time.sleep(0.2)
         self.mine = list(range(self.rank, num_batches, self.world))
         self.todo = [i for i in self.mine if not self.is_done(i)]
