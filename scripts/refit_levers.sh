@@ -2,8 +2,9 @@
 # Issue 20's on-policy refits on the TUNING split, by round. Stage 3 again with --rounds $ROUNDS in $OUT/refits_chain
 # (round 1 retrains the run folder's value model, to the same weights; round r's rollouts are generated with round
 # r-1's edit at the alpha and n the sweep chose for round 1). Each refit value model then gets its own sweep on the
-# tuning split ($OUT/sweep_r{r}: alpha and n chosen for it by the same rule as round 1's), and its chosen setting is
-# answered and scored in $OUT beside the option levers, so scripts/option_lever_table.py shows one row per round.
+# tuning split ($OUT/refit_sweeps/results/{m}_{d}_sweep_r{r}: alpha and n chosen for it by the same rule as round
+# 1's; the sweeps share one folder, and so one base run, the run folder's where it has one), and its chosen setting
+# is answered and scored in $OUT beside the option levers, so scripts/option_lever_table.py shows one row per round.
 # The test split is not read.
 #   bash scripts/refit_levers.sh                                  # the demo (after scripts/option_levers.sh)
 #   FROM=runs/polar/seed0 OUT=runs/polar_option_levers DATASET=demo_polar REWARD=vader_polar \
@@ -40,16 +41,19 @@ score() {  # stages 5-6 against the tuning split's base (named as stage 4 names 
       --reward_model "$REWARD" --out_file "$1" --baseline "${N}_base"
   $PY metrics.py --output_dir "$OUT" --run_name "$1" --embedding_model minilm
 }
+S="$OUT/refit_sweeps"
+mkdir -p "$S/features" "$S/response" "$S/final_reward" "$S/evaluations"
+cp "$FROM"/features/${N}_*_tune.* "$S/features/"
+if [ -f "$FROM/response/${N}_tune_base.json" ]; then  # the run folder's sweep answered the tuning split's base
+  for folder in response final_reward evaluations; do cp -n "$FROM/$folder"/${N}_tune_base.* "$S/$folder/"; done
+fi
 for r in $(seq 2 "$ROUNDS"); do
   VM="$CHAIN/trained_model/value_model_${N}_${VALUE_TAG}_r${r}_ra$(printf '%g' "$ALPHA")_rn${UPDATES}"
-  S="$OUT/sweep_r$r"
-  mkdir -p "$S/features"
-  cp "$FROM"/features/${N}_*_tune.* "$S/features/"
   $PY sweep.py --model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$S" --reward_model "$REWARD" \
-      --value_model "$VM" --step_sizes "$STEP_SIZES" --num_updates "${SWEEP_UPDATES:-$NUM_UPDATES}" --rule "$RULE" "${TUNE[@]}" \
-      --embedding_model minilm
+      --value_model "$VM" --value_lr $VALUE_LR --step_sizes "$STEP_SIZES" --num_updates "${SWEEP_UPDATES:-$NUM_UPDATES}" --rule "$RULE" "${TUNE[@]}" \
+      --embedding_model minilm --name "${N}_sweep_r$r"
   flags=(--model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$OUT" "${TUNE[@]}" --use_intervention True
-         --value_model "$VM" --settings_from "$S/results/${N}_sweep.json")
+         --value_model "$VM" --settings_from "$S/results/${N}_sweep_r$r.json")
   $PY inference_intervention.py "${flags[@]}"
   score "$($PY inference_intervention.py "${flags[@]}" --print_run_name True | tail -1)"
 done
