@@ -28,27 +28,24 @@ SWEEP=${SWEEP:-$OUT/results/${N}_sweep.json}
 COMMON=(--model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$OUT")
 TUNE=(--split tune --max_new_tokens $NEW_TOKENS --batch_size 50)
 VM="$OUT/trained_model/value_model_${N}_${VALUE_LR}_td1_vf0.1_es"
-score() {  # stage 5 (against the tuning split's base, named as stage 4 names it: {m}_{d}_base), stage 6
-  local against=(--baseline "${N}_base")
-  [ "$1" != "${N}_base" ] || against=()
-  $PY measure_reward.py "${COMMON[@]}" --reward_model "$REWARD" --out_file "$1" "${against[@]}"
-  $PY metrics.py --output_dir "$OUT" --run_name "$1" --embedding_model minilm
-}
 $PY get_activations_only.py "${COMMON[@]}" --splits tune --max_new_tokens $NEW_TOKENS
 $PY reward_label.py "${COMMON[@]}" --reward_model "$REWARD" --mode tune
 $PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" --use_intervention False
-score "${N}_base"
+runs=("${N}_base")  # the tuning split's base, named as stage 4 names it; scored with the others at the end
 IFS=';' read -r -a gates <<< "${GATES:-;value 0;value 0.25;value 0.5;entropy 1;entropy 2;entropy 3}"
 for gate in "${gates[@]}"; do
   # shellcheck disable=SC2086
   flags=(--use_intervention True --value_model "$VM" --settings_from "$SWEEP" ${gate:+--gate ${gate% *} --gate_threshold ${gate#* }})
   $PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" "${flags[@]}"
-  score "$($PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" "${flags[@]}" --print_run_name True | tail -1)"
+  runs+=("$($PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" "${flags[@]}" --print_run_name True | tail -1)")
 done
 # Pref-CTRL's margin loss: the same training flags, plus the margin
 # shellcheck disable=SC2086
 $PY train_value_model.py "${COMMON[@]}" --lr $VALUE_LR $VALUE_FLAGS --eval_split tune --margin_weight 1.0
 flags=(--use_intervention True --value_model "${VM}_pm1" --settings_from "$SWEEP" --allow_other_value_model True)
 $PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" "${flags[@]}"
-score "$($PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" "${flags[@]}" --print_run_name True | tail -1)"
+runs+=("$($PY inference_intervention.py "${COMMON[@]}" "${TUNE[@]}" "${flags[@]}" --print_run_name True | tail -1)")
+# stages 5-6 for every run in one process, each paired with the base
+$PY scripts/score_runs.py "${COMMON[@]}" --reward_model "$REWARD" --baseline "${N}_base" --embedding_model minilm \
+    "${runs[@]}"
 $PY scripts/option_lever_table.py --output_dir "$OUT" --dataset_name "$DATASET" --out "results/${N}_option_levers.md"

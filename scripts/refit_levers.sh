@@ -36,17 +36,13 @@ $PY train_value_model.py --model_name smollm2_135M --dataset_name "$DATASET" --o
     $VALUE_FLAGS --eval_split tune --seed "$SEED" --rounds "$ROUNDS" --refit_step_size "$ALPHA" \
     --refit_num_updates "$UPDATES"
 TUNE=(--split tune --max_new_tokens $NEW_TOKENS --batch_size 50)
-score() {  # stages 5-6 against the tuning split's base (named as stage 4 names it: {m}_{d}_base)
-  $PY measure_reward.py --model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$OUT" \
-      --reward_model "$REWARD" --out_file "$1" --baseline "${N}_base"
-  $PY metrics.py --output_dir "$OUT" --run_name "$1" --embedding_model minilm
-}
 S="$OUT/refit_sweeps"
 mkdir -p "$S/features" "$S/response" "$S/final_reward" "$S/evaluations"
 cp "$FROM"/features/${N}_*_tune.* "$S/features/"
 if [ -f "$FROM/response/${N}_tune_base.json" ]; then  # the run folder's sweep answered the tuning split's base
   for folder in response final_reward evaluations; do cp -n "$FROM/$folder"/${N}_tune_base.* "$S/$folder/"; done
 fi
+runs=()
 for r in $(seq 2 "$ROUNDS"); do
   VM="$CHAIN/trained_model/value_model_${N}_${VALUE_TAG}_r${r}_ra$(printf '%g' "$ALPHA")_rn${UPDATES}"
   $PY sweep.py --model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$S" --reward_model "$REWARD" \
@@ -55,6 +51,9 @@ for r in $(seq 2 "$ROUNDS"); do
   flags=(--model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$OUT" "${TUNE[@]}" --use_intervention True
          --value_model "$VM" --settings_from "$S/results/${N}_sweep_r$r.json")
   $PY inference_intervention.py "${flags[@]}"
-  score "$($PY inference_intervention.py "${flags[@]}" --print_run_name True | tail -1)"
+  runs+=("$($PY inference_intervention.py "${flags[@]}" --print_run_name True | tail -1)")
 done
+# stages 5-6 in one process, against the tuning split's base (option_levers.sh's, named as stage 4 names it)
+$PY scripts/score_runs.py --model_name smollm2_135M --dataset_name "$DATASET" --output_dir "$OUT" \
+    --reward_model "$REWARD" --baseline "${N}_base" --embedding_model minilm "${runs[@]}"
 $PY scripts/option_lever_table.py --output_dir "$OUT" --dataset_name "$DATASET" --out "results/${N}_option_levers.md"
