@@ -1,4 +1,5 @@
 """Artifact paths (the original file names) and atomic, pickle-free reading and writing."""
+import dataclasses
 import errno
 import io
 import json
@@ -239,8 +240,6 @@ class Settings(dict):
 
 def run_settings(config, ignore=(), **extra):
     """The options that determine a stage's outputs, as they round-trip through JSON."""
-    import dataclasses
-
     from utils.config import as_dict
     record_only = [f.name for f in dataclasses.fields(config) if f.metadata.get("record_only")] \
         if dataclasses.is_dataclass(config) else []

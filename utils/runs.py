@@ -81,7 +81,7 @@ class BatchRun:
             folder, name = os.path.split(os.path.abspath(output))
             for stale in glob.glob(os.path.join(folder, ".tmp-*" + glob.escape(name))):
                 os.remove(stale)  # left by a process killed while writing
-            if previous is None or not same_batches(previous, expected):
+            if not same_batches(previous, expected):
                 shutil.rmtree(self.parts, ignore_errors=True)
                 save_json(expected, marker)
         else:
