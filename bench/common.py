@@ -41,6 +41,20 @@ def decode_bench_parser(doc, out, repeats, threads_help="torch threads"):
     return parser
 
 
+def open_split(args, limit=None):
+    """SmolLM2-135M (float32, CPU), its tokenizer, the prompts of args.dataset_name/args.split (the first `limit`),
+    and whether they need the tokenizer's special tokens (as utils.engines.open_engine: a chat template writes its
+    own). Returns (model, tokenizer, prompts, add_special_tokens)."""
+    from utils.data import load_prompts
+    from utils.models import load_model_and_tokenizer, resolve_model
+    spec = resolve_model("smollm2_135M")
+    model, tokenizer = load_model_and_tokenizer(spec, "cpu", "float32")
+    data_args = SimpleNamespace(dataset_name=args.dataset_name, data_file=None, dataset_path=None,
+                                max_prompt_tokens=512, limit=limit)
+    prompts = [p["prompt"] for p in load_prompts(data_args, args.split, spec, tokenizer)]
+    return model, tokenizer, prompts, not spec.chat_template
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Prompts: HH-RLHF-like multi-turn dialogues, built deterministically
 

@@ -11,7 +11,6 @@ each round runs the four in turn; medians over rounds after one warm-up round. W
 """
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 
@@ -25,13 +24,13 @@ from bench.common import (  # noqa: E402
     interleaved,
     malloc_for_timing,
     median,
+    open_split,
     record,
     write_results,
 )
-from utils.data import load_prompts  # noqa: E402
 from utils.generation import generate_batch  # noqa: E402
 from utils.intervention import Gate, ValueIntervention, new_tally  # noqa: E402
-from utils.models import hidden_size, load_model_and_tokenizer, resolve_model  # noqa: E402
+from utils.models import hidden_size  # noqa: E402
 from utils.value_model import ValueModel  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,12 +49,7 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     malloc_for_timing()
-    spec = resolve_model("smollm2_135M")
-    model, tokenizer = load_model_and_tokenizer(spec, "cpu", "float32")
-    data_args = SimpleNamespace(dataset_name=args.dataset_name, data_file=None, dataset_path=None,
-                                max_prompt_tokens=512, limit=args.limit)
-    prompts = [p["prompt"] for p in load_prompts(data_args, args.split, spec, tokenizer)][:args.limit]
-    add_special = not spec.chat_template  # as utils.engines.open_engine: a chat template writes its own
+    model, tokenizer, prompts, add_special = open_split(args, args.limit)
     config = forced_config(model, tokenizer, args.new_tokens)
     torch.manual_seed(0)
     value_model = ValueModel(hidden_size(model), hidden_size(model), 2)

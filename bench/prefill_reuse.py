@@ -10,7 +10,6 @@ bench/prefill_reuse.{json,md}.
 """
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 
@@ -23,10 +22,10 @@ from bench.common import (  # noqa: E402
     interleaved,
     malloc_for_timing,
     median,
+    open_split,
     record,
     write_results,
 )
-from utils.data import load_prompts  # noqa: E402
 from utils.engines import Edit, HFEngine  # noqa: E402
 from utils.generation import length_sorted_batches  # noqa: E402
 from utils.models import hidden_size, load_model_and_tokenizer, resolve_model  # noqa: E402
@@ -47,16 +46,11 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     malloc_for_timing()
-    spec = resolve_model("smollm2_135M")
-    model, tokenizer = load_model_and_tokenizer(spec, "cpu", "float32")
-    data_args = SimpleNamespace(dataset_name=args.dataset_name, data_file=None, dataset_path=None,
-                                max_prompt_tokens=512, limit=None)
-    prompts = [p["prompt"] for p in load_prompts(data_args, args.split, spec, tokenizer)]
-    add_special = not spec.chat_template  # as utils.engines.open_engine: a chat template writes its own
+    model, tokenizer, prompts, add_special = open_split(args)
     batches = [[prompts[i] for i in batch]
                for batch in length_sorted_batches(prompts, tokenizer, args.batch_size, add_special)]
-    engines = {"plain": HFEngine(model, tokenizer, add_special),
-               "reused": HFEngine(load_model_and_tokenizer(spec, "cpu", "float32")[0], tokenizer, add_special)}
+    copy = load_model_and_tokenizer(resolve_model("smollm2_135M"), "cpu", "float32")[0]
+    engines = {"plain": HFEngine(model, tokenizer, add_special), "reused": HFEngine(copy, tokenizer, add_special)}
     torch.manual_seed(0)
     edit = Edit(ValueModel(hidden_size(model), 4096, 2), 3.0, 10)
     reuse = PrefillReuse(engines["reused"].model, 2 << 30)
