@@ -3,10 +3,12 @@
     python bench/prefill_reuse.py                 # SmolLM2-135M, the 100 demo_polar tuning prompts, 40 tokens
 
 Two variants answer the tuning split as a sweep cell does (length-sorted batches of 50, greedy, 40 new tokens):
-RE-Control with a value model (random, untrained: the cost of an edit does not depend on what it learned), and the
-same on a second copy of the model whose prefills are kept and reused (the warm-up round keeps them). Each round
-runs the two in turn; one torch thread; medians over rounds after one warm-up round. Writes
-bench/prefill_reuse.{json,md}.
+RE-Control with a value model (random, untrained: the cost of an edit does not depend on what it learned; 2 layers,
+--value_width wide), and the same on a second copy of the model whose prefills are kept and reused (the warm-up
+round keeps them). Each round runs the two in turn; one torch thread; medians over rounds after one warm-up round.
+Writes bench/prefill_reuse.{json,md}.
+
+    python bench/prefill_reuse.py --value_width 576 --out bench/prefill_reuse_576   # the demo's value-model width
 """
 import os
 import sys
@@ -39,6 +41,8 @@ def parse_args():
     parser = decode_bench_parser(__doc__, os.path.join(HERE, "prefill_reuse"), 2)
     parser.add_argument("--batch_size", type=int, default=50, help="prompts per generate call (the sweeps' 50)")
     parser.add_argument("--new_tokens", type=int, default=40, help="max new tokens (the demo's 40)")
+    parser.add_argument("--value_width", type=int, default=4096,
+                        help="the random value model's hidden width (the paper's 4096; the demo's is the LLM's, 576)")
     return parser.parse_args()
 
 
@@ -52,7 +56,7 @@ def main():
     copy = load_model_and_tokenizer(resolve_model("smollm2_135M"), "cpu", "float32")[0]
     engines = {"plain": HFEngine(model, tokenizer, add_special), "reused": HFEngine(copy, tokenizer, add_special)}
     torch.manual_seed(0)
-    edit = Edit(ValueModel(hidden_size(model), 4096, 2), 3.0, 10)
+    edit = Edit(ValueModel(hidden_size(model), args.value_width, 2), 3.0, 10)
     reuse = PrefillReuse(engines["reused"].model, 2 << 30)
 
     def cell(engine):
@@ -73,7 +77,7 @@ def main():
                 record("prefill reused: answers identical", same, target=True, better="higher")]
     header = environment_lines() + [f"- {len(prompts)} prompts of {args.dataset_name}/{args.split}, batches of "
                                     f"{args.batch_size}, up to {args.new_tokens} new tokens, greedy; "
-                                    f"{args.repeats} rounds after 1 warm-up",
+                                    f"a {args.value_width}-wide value model; {args.repeats} rounds after 1 warm-up",
                                     f"- command: `{command_line()}`"]
     write_results(records, args.out, header)
 
