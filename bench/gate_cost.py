@@ -55,15 +55,14 @@ def main():
     value_model = ValueModel(hidden_size(model), hidden_size(model), 2)
     gates = {"every row": None, f"value < {args.value_tau:g}": Gate("value", args.value_tau),
              f"entropy > {args.entropy_tau:g}": Gate("entropy", args.entropy_tau)}
-    tallies = {name: new_tally() for name in gates}
+    tallies = {name: new_tally() for name, gate in gates.items() if gate is not None}
 
     def generate():
         return generate_batch(model, tokenizer, prompts, config, add_special)[1]
 
     def edited(name):
         def run():
-            tally = tallies[name] if gates[name] is not None else None
-            with ValueIntervention(model, value_model, 3.0, 10, gate=gates[name], tally=tally):
+            with ValueIntervention(model, value_model, 3.0, 10, gate=gates[name], tally=tallies.get(name)):
                 return generate()
         return run
 
@@ -76,10 +75,8 @@ def main():
         if name != every:
             ratio = median([a / b for a, b in zip(times[name], times[every])])
             records.append(record(f"{name} / RE-Control on every row: time ratio (median of rounds)", round(ratio, 3)))
-    for name, tally in tallies.items():
-        if gates[name] is not None:
-            records.append(record(f"{name}: fraction of rows edited", round(tally["edited"] / tally["rows"], 3),
-                                  better="neither"))
+    records += [record(f"{name}: fraction of rows edited", round(tally["edited"] / tally["rows"], 3), better="neither")
+                for name, tally in tallies.items()]
     cpu = {name: round(median(t), 2) for name, t in cpu_times.items()}
     header = environment_lines() + [f"- {len(prompts)} prompts of {args.dataset_name}/{args.split} in one batch, "
                                     f"exactly {args.new_tokens} new tokens, greedy; a random {hidden_size(model)}-wide "

@@ -238,6 +238,11 @@ class Settings(dict):
         self.record_only = frozenset(record_only)
 
 
+def record_only_names(settings):
+    """The record-only field names of a Settings (none for a plain dict, e.g. one read from a file)."""
+    return getattr(settings, "record_only", frozenset())
+
+
 def run_settings(config, ignore=(), **extra):
     """The options that determine a stage's outputs, as they round-trip through JSON."""
     from utils.config import as_dict
@@ -255,7 +260,7 @@ def same_settings(recorded, settings):
     record-only field (Settings.record_only) ignored on both sides."""
     if recorded is None or settings is None:
         return recorded is settings
-    ignore = getattr(recorded, "record_only", frozenset()) | getattr(settings, "record_only", frozenset())
+    ignore = record_only_names(recorded) | record_only_names(settings)
     return ({k: v for k, v in recorded.items() if not at_default(k, v) and k not in ignore}
             == {k: v for k, v in settings.items() if not at_default(k, v) and k not in ignore})
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from utils.errors import UsageError
 from utils.features import save_safetensors
-from utils.io import read_json_or_none, same_settings, save_json, sidecar_path
+from utils.io import read_json_or_none, record_only_names, same_settings, save_json, sidecar_path
 
 
 def refuse_overwrite(path, settings, overwrite, description=None):
@@ -33,7 +33,7 @@ def refuse_overwrite(path, settings, overwrite, description=None):
     if previous is None:
         reason = "nothing records the settings that made it"
     else:
-        ignore = getattr(settings, "record_only", frozenset())
+        ignore = record_only_names(settings)
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
                          and k not in ignore)
         reason = "a run with other settings made it (" + ", ".join(
