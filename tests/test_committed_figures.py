@@ -128,10 +128,11 @@ def test_the_polar_halves_table_is_what_the_per_prompt_files_give(tmp_path):
 
 
 @pytest.mark.parametrize("folder,name,page", [("demo_avx2", "smollm2_135M_demo", "README.md"),
+                                               ("demo_avx512", "smollm2_135M_demo", "README.md"),
                                                ("ood_avx2", "smollm2_135M_demo_ood_value_model_smollm2_135M_demo",
                                                 "docs/comparisons.md")])
-def test_the_avx2_demo_figures_are_what_their_per_prompt_files_give(folder, name, page):
-    """The demo and its OOD run from a fresh clone on the second host: the quoted paired figures, from the files."""
+def test_other_hosts_demo_figures_are_what_their_per_prompt_files_give(folder, name, page):
+    """The demo and its OOD run from a fresh clone on other hosts: the quoted paired figures, from the files."""
     steered = load_per_prompt(f"results/per_prompt/{folder}/{name}_0.001_td1_vf0.1_es_10_3.0.json")
     base = load_per_prompt(f"results/per_prompt/{folder}/{name.split('_value_model')[0]}_base.json")
     assert steered.ids() == base.ids()
