@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.attention import use_grouped_kv
 from utils.errors import UsageError, first_line
 
 
@@ -163,6 +164,7 @@ def load_model_and_tokenizer(spec, device="auto", dtype="auto", trust_remote_cod
     if device_map is None:
         model.to(device)
     model.eval()
+    use_grouped_kv(model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
