@@ -3,7 +3,7 @@
 With a padding mask (left-padded batches: every stage's decode), transformers' sdpa path repeats each K/V head for its
 group of query heads (repeat_kv: a copy of the whole cache, per layer and step) before torch's sdpa. On CPU torch's sdpa
 takes the groups itself (enable_gqa) under a mask: the same flash kernel on the same numbers, bit-identical hidden
-states and tokens (tests/test_attention.py; on SmolLM2-135M, bench/decode_profile.py), 0.91x the time of a
+states and tokens (tests/test_attention.py; on SmolLM2-135M, bench/decode_profile.py), 0.88x the time of a
 50-prompt decode. Registered through transformers' AttentionInterface, so no modeling code is copied; every case it does
 not cover (no mask, CUDA, gradients, extra inputs) goes to transformers' own sdpa function unchanged.
 """
