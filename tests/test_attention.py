@@ -1,6 +1,7 @@
 """utils/attention.py: grouped-query attention without copying the K/V heads is bit-identical to transformers' sdpa on
-tiny Llama, Mistral and Gemma configs (4 query heads, 2 K/V heads), left-padded, prefill and greedy decoding; it is
-really taken under a mask; what it does not cover goes to transformers' sdpa; stage loading switches to it."""
+tiny Llama, Mistral and Gemma configs (4 query heads, 2 K/V heads; float32 and bfloat16), left-padded, prefill and
+greedy decoding; it is really taken under a mask; what it does not cover goes to transformers' sdpa; stage loading
+switches to it."""
 import pytest
 import torch
 
@@ -23,9 +24,10 @@ def spy_on_sdpa(monkeypatch):
     return calls
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma"])
-def test_grouped_kv_is_bit_identical_to_transformers_sdpa(arch, tiny_tokenizer, monkeypatch):
-    model = build_model(arch, tiny_tokenizer)
+def test_grouped_kv_is_bit_identical_to_transformers_sdpa(arch, dtype, tiny_tokenizer, monkeypatch):
+    model = build_model(arch, tiny_tokenizer).to(dtype)
     assert model.config._attn_implementation == "sdpa"
     enc = tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True)
     assert not enc["attention_mask"].all()
