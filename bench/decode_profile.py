@@ -18,18 +18,7 @@ import torch
 
 # run as a file outside the repository root (python DIR/FILE.py): the root holds utils
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import (  # noqa: E402
-    command_line,
-    decode_bench_parser,
-    environment_lines,
-    forced_config,
-    interleaved,
-    malloc_for_timing,
-    median,
-    open_split,
-    record,
-    write_results,
-)
+from bench import common  # noqa: E402
 from utils.generation import generate_batch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,7 +26,7 @@ REPEATED = "sdpa"  # transformers' own: K/V heads repeated under a mask
 
 
 def parse_args():
-    parser = decode_bench_parser(__doc__, os.path.join(HERE, "decode_profile"), 3)
+    parser = common.decode_bench_parser(__doc__, os.path.join(HERE, "decode_profile"), 3)
     parser.set_defaults(threads=2)
     parser.add_argument("--limit", type=int, default=50, help="prompts, decoded as one batch (the sweeps' 50)")
     parser.add_argument("--new_tokens", type=int, default=40, help="tokens generated per row (the demo's 40)")
@@ -64,9 +53,9 @@ def by_hand(model, enc, steps, padding_mask=True):
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
-    malloc_for_timing()
-    model, tokenizer, prompts, add_special = open_split(args, args.limit)
-    config = forced_config(model, tokenizer, args.new_tokens)
+    common.malloc_for_timing()
+    model, tokenizer, prompts, add_special = common.open_split(args, args.limit)
+    config = common.forced_config(model, tokenizer, args.new_tokens)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special)
     enc = {k: enc[k] for k in ("input_ids", "attention_mask")}
     implementation = model.config._attn_implementation
@@ -88,8 +77,8 @@ def main():
                 "prefill + steps by hand": lambda: by_hand(model, enc, args.new_tokens),
                 "prefill + steps, no padding mask": lambda: by_hand(model, enc, args.new_tokens, padding_mask=False),
                 "generate, K/V heads repeated": with_attention(REPEATED, generate)}
-    times, outputs, _ = interleaved(variants, args.repeats)
-    seconds = {name: median(t) for name, t in times.items()}
+    times, outputs, _ = common.interleaved(variants, args.repeats)
+    seconds = {name: common.median(t) for name, t in times.items()}
     same_answers = all(torch.equal(a, b) for a, b in zip(outputs["generate"], outputs["generate, K/V heads repeated"]))
     with torch.no_grad():
         states = model(**enc, output_hidden_states=True).hidden_states[-1]
@@ -102,28 +91,30 @@ def main():
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in ops)
 
-    prefill, hand = seconds["prefill alone"], seconds["prefill + steps by hand"]
+    def ratio(a, b, minus=None):  # median over rounds of (a - minus) / (b - minus)
+        less = times[minus] if minus else [0.0] * len(times[a])
+        return round(common.median([(x - m) / (y - m) for x, y, m in zip(times[a], times[b], less)]), 3)
+
+    record = common.record
     records = [record(f"{name}: seconds", round(s, 2), unit="s") for name, s in seconds.items()]
     records += [
-        record("prefill / generate by hand: time share", round(prefill / hand, 3), better="neither"),
+        record("prefill / generate by hand: time share",
+               round(seconds["prefill alone"] / seconds["prefill + steps by hand"], 3), better="neither"),
         record("steps with / without the padding mask: time ratio (median of rounds)",
-               round(median([(a - p) / (b - p) for a, b, p in zip(times["prefill + steps by hand"],
-                                                                   times["prefill + steps, no padding mask"],
-                                                                   times["prefill alone"])]), 3)),
+               ratio("prefill + steps by hand", "prefill + steps, no padding mask", minus="prefill alone")),
         record("generate / generate with the K/V heads repeated: time ratio (median of rounds)",
-               round(median([a / b for a, b in zip(times["generate"], times["generate, K/V heads repeated"])]), 3)),
+               ratio("generate", "generate, K/V heads repeated")),
         record("K/V heads repeated or not: answers and hidden states bit-identical", same_answers and same_states,
                better="neither"),
     ]
-    records += [record(f"profile of one generate: {e.key}, share of self CPU time", round(e.self_cpu_time_total / total,
-                                                                                          3), better="neither")
-                for e in ops[:args.top]]
-    header = environment_lines() + [
+    records += [record(f"profile of one generate: {e.key}, share of self CPU time",
+                       round(e.self_cpu_time_total / total, 3), better="neither") for e in ops[:args.top]]
+    header = common.environment_lines() + [
         f"- {len(prompts)} prompts of {args.dataset_name}/{args.split} in one batch (padded to "
         f"{enc['input_ids'].shape[1]} tokens), exactly {args.new_tokens} new tokens, greedy; attention: "
         f"{implementation}; {args.repeats} rounds after 1 warm-up, medians",
-        f"- command: `{command_line()}`"]
-    print(write_results(records, args.out, header))
+        f"- command: `{common.command_line()}`"]
+    print(common.write_results(records, args.out, header))
 
 
 if __name__ == "__main__":
